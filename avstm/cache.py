@@ -1,0 +1,450 @@
+"""The HDF5 feature cache: per-second visual and audio maps of every video, written once.
+
+File layout (format ``avstm-cache/1``; docs in README.md "The feature cache"):
+
+    /                      attrs: format, config (extract config, JSON), config_sha256,
+                                  classes (JSON list; background = len(classes)), avstm_version
+    /videos/<key>/visual   (S, T, 8, 8, C_v) float16|float32, chunk (1, T, 8, 8, C_v)
+    /videos/<key>/audio    (S, T, 6, 4, 512) float16|float32, chunk (1, T, 6, 4, 512)
+    /videos/<key>/times    (S, T) float64 seconds
+    /videos/<key>/labels   (S,) int64 per-second class (background = len(classes))
+                 attrs: id, label (int), split, source, duration, has_audio,
+                        visual_scale, audio_scale (stored = value / scale), complete
+
+``<key>`` is the id with ``/`` escaped. Stored maps are divided by a power-of-two scale per video
+and modality so that float16 never overflows (random-init ResNet-152 features reach ~1e9); the
+reader multiplies it back and returns float32.
+
+Crash safety: a writer never opens the final file for writing. Videos go into part files in
+``<out>.parts/`` (each part written under a temporary name and renamed when closed), and
+``close()`` joins the existing cache and the parts into a new file that is renamed onto
+``<out>``. A killed run therefore leaves a cache that opens (the last finished one) plus the
+finished parts, which the next run keeps; at most the videos of the part being written are
+computed again. One writer at a time per output (a lock file).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import math
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Iterable
+
+import h5py
+import numpy as np
+
+from avstm import __version__
+from avstm.errors import CacheError, ConfigMismatch
+
+FORMAT = "avstm-cache/1"
+FP16_LIMIT = 16384.0  # stored |value| stays below this (float16 max is 65504)
+
+
+@dataclasses.dataclass
+class VideoRecord:
+    """One video's features, as the extractor hands them to the writer.
+
+    visual (S, T, 8, 8, C_v) float32; audio (S, T, 6, 4, 512) float32; times (S, T) float64;
+    labels (S,) int64 per-second classes; label the video-level class index.
+    """
+
+    id: str
+    visual: np.ndarray
+    audio: np.ndarray
+    times: np.ndarray
+    labels: np.ndarray
+    label: int
+    split: str
+    source: str
+    duration: float
+    has_audio: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoEntry:
+    """A cached video's metadata (no feature data is read)."""
+
+    id: str
+    label: int
+    split: str
+    num_seconds: int
+    source: str
+    duration: float
+    fps: int
+    has_audio: bool
+
+
+def video_key(video_id: str) -> str:
+    """The HDF5 group name of a video id (``/`` and a leading ``.`` escaped)."""
+    key = video_id.replace("%", "%25").replace("/", "%2F")
+    return "%2E" + key[1:] if key.startswith(".") else key
+
+
+def config_sha256(config_json: str) -> str:
+    return hashlib.sha256(config_json.encode("utf-8")).hexdigest()
+
+
+def _scale(x: np.ndarray, dtype: str) -> float:
+    if dtype != "float16":
+        return 1.0
+    m = float(np.max(np.abs(x))) if x.size else 0.0
+    return 1.0 if m < FP16_LIMIT else float(2.0 ** math.ceil(math.log2(m / FP16_LIMIT)))
+
+
+def _write_video(group: h5py.Group, rec: VideoRecord, dtype: str) -> None:
+    """Write one video into ``group`` (a new, empty group); ``complete`` is set last."""
+    for name, arr in (("visual", rec.visual), ("audio", rec.audio)):
+        if not np.isfinite(arr).all():
+            raise CacheError(f"{rec.source}: {name} features hold inf or NaN; not cached")
+        scale = _scale(arr, dtype)
+        data = (arr / scale) if scale != 1.0 else arr
+        group.create_dataset(name, data=data.astype(dtype), chunks=(1,) + arr.shape[1:])
+        group.attrs[f"{name}_scale"] = scale
+    group.create_dataset("times", data=rec.times.astype(np.float64))
+    group.create_dataset("labels", data=rec.labels.astype(np.int64))
+    group.attrs.update(id=rec.id, label=int(rec.label), split=rec.split, source=rec.source,
+                       duration=float(rec.duration), has_audio=bool(rec.has_audio))
+    group.attrs["complete"] = True
+
+
+def _root_attrs(f: h5py.File, config_json: str, classes: list[str]) -> None:
+    f.attrs.update(format=FORMAT, config=config_json, config_sha256=config_sha256(config_json),
+                   classes=json.dumps(classes), avstm_version=__version__)
+
+
+def _read_root(f: h5py.File, path) -> tuple[dict, list[str]]:
+    if f.attrs.get("format") != FORMAT:
+        raise CacheError(f"{path}: not an avstm feature cache (format attribute {f.attrs.get('format')!r})")
+    try:
+        return json.loads(f.attrs["config"]), json.loads(f.attrs["classes"])
+    except (KeyError, ValueError) as e:
+        raise CacheError(f"{path}: unreadable config or classes attribute ({e})") from None
+
+
+def compare_configs(stored: dict, wanted: dict, *, fields: Iterable[str] | None = None) -> list[str]:
+    """The names of the fields whose values differ (all keys of both, or only ``fields``)."""
+    keys = sorted(set(stored) | set(wanted)) if fields is None else list(fields)
+    return [k for k in keys if stored.get(k) != wanted.get(k)]
+
+
+def _mismatch(path, stored: dict, wanted: dict, diff: list[str]) -> ConfigMismatch:
+    parts = ", ".join(f"{k}: {stored.get(k)!r} in the file, {wanted.get(k)!r} now" for k in diff)
+    return ConfigMismatch(f"{path}: written with a different extract config ({parts}); "
+                          f"use another --out or the same options")
+
+
+def _complete_groups(f: h5py.File) -> Iterable[tuple[str, h5py.Group]]:
+    videos = f.get("videos")
+    if videos is None:
+        return
+    for key, g in videos.items():
+        if g.attrs.get("complete", False):
+            yield str(g.attrs["id"]), g
+
+
+class CacheWriter:
+    """Writes videos into a cache crash-safely (see the module docstring). A context manager.
+
+    ``config`` is the extract config as plain data; its ``content`` fields must match an
+    existing cache (``content_fields``; all fields when None). Writes run in a background
+    thread so that the extractor never waits for the disk.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, config: dict, classes: list[str],
+                 content_fields: Iterable[str] | None = None, part_videos: int = 32,
+                 part_seconds: float = 60.0):
+        self.path = Path(path)
+        self.config = dict(config)
+        self.config_json = json.dumps(self.config, sort_keys=True)
+        self.classes = list(classes)
+        self.dtype = str(self.config.get("dtype", "float32"))
+        self.content_fields = None if content_fields is None else list(content_fields)
+        self.parts_dir = self.path.with_name(self.path.name + ".parts")
+        self.part_videos, self.part_seconds = part_videos, part_seconds
+        self._lock_file = self._lock()
+        self._done: set[str] = set()
+        self._part: h5py.File | None = None
+        self._part_tmp: Path | None = None
+        self._part_count = 0
+        self._part_opened = 0.0
+        self._queue: queue.Queue = queue.Queue(maxsize=8)
+        self._error: BaseException | None = None
+        try:
+            self._check_existing()
+        except BaseException:
+            self._unlock()
+            raise
+        self._thread = threading.Thread(target=self._run, name="avstm-cache-writer", daemon=True)
+        self._thread.start()
+
+    # ---- locking and resumption ---------------------------------------------------------
+    def _lock(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fh = open(lock_path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "?"
+            fh.close()
+            raise CacheError(f"{self.path}: another avstm process (pid {holder}) is writing this cache; "
+                             f"wait for it or choose another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        return fh
+
+    def _unlock(self) -> None:
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
+
+    def _check_cfg(self, src, stored_cfg: dict, stored_classes: list[str]) -> None:
+        diff = compare_configs(stored_cfg, self.config, fields=self.content_fields)
+        if diff:
+            raise _mismatch(src, stored_cfg, self.config, diff)
+        if stored_classes != self.classes:
+            raise ConfigMismatch(f"{src}: written with other classes ({len(stored_classes)} classes, "
+                                 f"{len(self.classes)} now); use another --out")
+
+    def _check_existing(self) -> None:
+        if self.path.exists():
+            try:
+                with h5py.File(self.path, "r") as f:
+                    self._check_cfg(self.path, *_read_root(f, self.path))
+                    self._done.update(i for i, _ in _complete_groups(f))
+            except OSError as e:
+                raise CacheError(f"{self.path}: exists but is not a readable HDF5 file ({e})") from None
+        if self.parts_dir.exists():
+            for p in sorted(self.parts_dir.iterdir()):
+                if p.suffix != ".h5":
+                    p.unlink()  # a part a killed run was writing: its videos are redone
+                    continue
+                with h5py.File(p, "r") as f:
+                    self._check_cfg(p, *_read_root(f, p))
+                    self._done.update(i for i, _ in _complete_groups(f))
+
+    def done_ids(self) -> set[str]:
+        """Ids already cached (in the file or in finished parts): their data is not read."""
+        return set(self._done)
+
+    # ---- writing (background thread) ----------------------------------------------------
+    def write(self, record: VideoRecord) -> None:
+        """Queue one finished video; raises the writer thread's error, if any."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put(record)
+
+    def _run(self) -> None:
+        while True:
+            rec = self._queue.get()
+            if rec is None:
+                return
+            try:
+                if self._error is None:
+                    self._write_now(rec)
+            except BaseException as e:  # handed to the main thread by write()/close()
+                self._error = e
+
+    def _open_part(self) -> None:
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        name = f"part-{int(time.time() * 1000):013d}-{os.getpid()}-{self._part_count:05d}"
+        self._part_tmp = self.parts_dir / f"{name}.h5.tmp"
+        self._part = h5py.File(self._part_tmp, "w")
+        _root_attrs(self._part, self.config_json, self.classes)
+        self._part.create_group("videos")
+        self._part_videos_in = 0
+        self._part_opened = time.monotonic()
+
+    def _close_part(self) -> None:
+        if self._part is None:
+            return
+        self._part.close()
+        final = self._part_tmp.with_suffix("")  # drop ".tmp"
+        os.replace(self._part_tmp, final)
+        self._part, self._part_tmp = None, None
+        self._part_count += 1
+
+    def _write_now(self, rec: VideoRecord) -> None:
+        if rec.id in self._done:
+            return
+        if self._part is None:
+            self._open_part()
+        g = self._part["videos"].create_group(video_key(rec.id))
+        try:
+            _write_video(g, rec, self.dtype)
+        except BaseException:
+            del self._part["videos"][video_key(rec.id)]
+            raise
+        self._done.add(rec.id)
+        self._part_videos_in += 1
+        if (self._part_videos_in >= self.part_videos
+                or time.monotonic() - self._part_opened > self.part_seconds):
+            self._close_part()
+
+    # ---- finishing ----------------------------------------------------------------------
+    def close(self) -> None:
+        """Wait for queued writes, close the current part and join everything into ``path``."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        try:
+            self._close_part()
+            parts = sorted(self.parts_dir.glob("*.h5")) if self.parts_dir.exists() else []
+            if parts or not self.path.exists():
+                sources = ([self.path] if self.path.exists() else []) + parts
+                _join(sources, self.path, self.config_json, self.classes)
+                for p in parts:
+                    p.unlink()
+                if self.parts_dir.exists() and not any(self.parts_dir.iterdir()):
+                    self.parts_dir.rmdir()
+        finally:
+            self._unlock()
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self) -> "CacheWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _join(sources: list[Path], out: Path, config_json: str, classes: list[str]) -> int:
+    """Copy the complete videos of ``sources`` into a new file renamed onto ``out``; returns the count.
+
+    Videos are copied as stored (no decoding of chunks). The first copy of an id wins.
+    """
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    n = 0
+    try:
+        with h5py.File(tmp, "w") as dst:
+            _root_attrs(dst, config_json, classes)
+            videos = dst.create_group("videos")
+            seen: set[str] = set()
+            for src_path in sources:
+                with h5py.File(src_path, "r") as src:
+                    for vid, g in _complete_groups(src):
+                        if vid in seen:
+                            continue
+                        seen.add(vid)
+                        src.copy(g, videos, name=video_key(vid))
+                        n += 1
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return n
+
+
+def merge_caches(inputs: list[str | os.PathLike], out: str | os.PathLike) -> int:
+    """Join caches (e.g. the shards of a multi-process extraction) into one file; returns videos.
+
+    All inputs must hold the same extract config and classes (ConfigMismatch otherwise). The
+    result is a copy, self-contained (no links to the inputs).
+    """
+    inputs = [Path(p) for p in inputs]
+    if not inputs:
+        raise CacheError("merge: no input caches")
+    ref = None
+    for p in inputs:
+        if not p.exists():
+            raise CacheError(f"{p}: no such cache")
+        with h5py.File(p, "r") as f:
+            cfg, classes = _read_root(f, p)
+            if ref is None:
+                ref = (p, cfg, classes, f.attrs["config"])
+            else:
+                diff = compare_configs(ref[1], cfg)
+                if diff:
+                    raise _mismatch(p, cfg, ref[1], diff)
+                if classes != ref[2]:
+                    raise ConfigMismatch(f"{p}: other classes than {ref[0]}")
+    return _join(inputs, Path(out), ref[3], ref[2])
+
+
+class FeatureCache:
+    """Read-only access to a cache. Open one per process (not shared across DataLoader workers).
+
+    Feature reads return float32, channels-last: visual (S, T, 8, 8, C_v), audio (S, T, 6, 4, 512).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise CacheError(f"{self.path}: no such cache")
+        try:
+            self._f = h5py.File(self.path, "r")
+        except OSError as e:
+            raise CacheError(f"{self.path}: not a readable HDF5 file ({e})") from None
+        self.config, self.classes = _read_root(self._f, self.path)
+        self._groups = dict(_complete_groups(self._f))
+        self.fps = int(self.config.get("fps", 4))
+
+    @property
+    def background(self) -> int:
+        return len(self.classes)
+
+    def ids(self, split: str | None = None) -> list[str]:
+        """Sorted ids of the cached videos, optionally of one split."""
+        return sorted(i for i, g in self._groups.items() if split is None or g.attrs["split"] == split)
+
+    def _group(self, video_id: str) -> h5py.Group:
+        try:
+            return self._groups[video_id]
+        except KeyError:
+            raise CacheError(f"{self.path}: no video {video_id!r} in the cache") from None
+
+    def entry(self, video_id: str) -> VideoEntry:
+        g = self._group(video_id)
+        a = g.attrs
+        return VideoEntry(id=video_id, label=int(a["label"]), split=str(a["split"]),
+                          num_seconds=int(g["labels"].shape[0]), source=str(a["source"]),
+                          duration=float(a["duration"]), fps=int(g["times"].shape[1]),
+                          has_audio=bool(a.get("has_audio", True)))
+
+    def _read(self, video_id: str, name: str, seconds) -> np.ndarray:
+        g = self._group(video_id)
+        ds = g[name]
+        sel = slice(None) if seconds is None else seconds
+        x = ds[sel].astype(np.float32)
+        scale = float(g.attrs.get(f"{name}_scale", 1.0))
+        return x * scale if scale != 1.0 else x
+
+    def visual(self, video_id: str, seconds: slice | int | None = None) -> np.ndarray:
+        """(S, T, 8, 8, C_v) float32 (a single second drops the S axis)."""
+        return self._read(video_id, "visual", seconds)
+
+    def audio(self, video_id: str, seconds: slice | int | None = None) -> np.ndarray:
+        """(S, T, 6, 4, 512) float32 (a single second drops the S axis)."""
+        return self._read(video_id, "audio", seconds)
+
+    def times(self, video_id: str) -> np.ndarray:
+        """(S, T) float64 frame times in seconds."""
+        return self._group(video_id)["times"][()]
+
+    def labels(self, video_id: str) -> np.ndarray:
+        """(S,) int64 per-second labels (background = ``len(classes)``)."""
+        return self._group(video_id)["labels"][()]
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "FeatureCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return len(self._groups)

@@ -1,0 +1,56 @@
+"""The extract stage's one config object; it is stored in the cache's root attributes."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+# Fields that decide the cache's content: a cache written with other values is refused.
+CONTENT_FIELDS = ("visual_backbone", "visual_weights_sha", "visual_tap", "visual_channels",
+                  "audio_weights_sha", "frame_size", "fps", "sample_rate", "dtype", "seed",
+                  "cache_format")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractConfig:
+    """How features are extracted. Content fields (``CONTENT_FIELDS``) must match a cache to resume it."""
+
+    visual_backbone: str = "resnet152"  # "resnet152" (the paper's) or "efficientnet_lite0"
+    visual_weights: str = "imagenet"  # "imagenet", "random" (tests) or a state-dict path
+    visual_tap: str | None = None  # None: the backbone's default (layer4 / last block)
+    audio_weights: str = "vggish"  # "vggish" (AudioSet release), "random" or a path
+    frame_size: int = 256  # frames are resized to frame_size × frame_size (the paper: 256)
+    fps: int = 4  # frames per second kept (the paper trains with T = 4)
+    sample_rate: int = 16000  # VGGish's rate; fixed
+    dtype: str = "float16"  # cache dtype: float16 (with per-video power-of-two scales) or float32
+    seed: int = 0  # seed of random-init backbones
+    # runtime options: they do not change what is written
+    device: str = "auto"  # "auto" (cuda if present), "cpu", "cuda", "cuda:1", ...
+    batch_size: int = 64  # frames per backbone batch
+    workers: int = 2  # decoding processes running ahead of the model
+    decode_threads: int = 1  # FFmpeg threads per decoding process
+    limit: int | None = None  # extract at most this many videos (after those already done)
+    compile: bool = False  # torch.compile the visual backbone (CUDA)
+    strict: bool = False  # exit non-zero when a video fails
+    # filled in by the extractor (weights checksums, channels, format) for the cache's record
+    visual_weights_sha: str = ""
+    audio_weights_sha: str = ""
+    visual_channels: int = 0
+    cache_format: str = "avstm-cache/1"
+
+    def __post_init__(self):
+        if self.dtype not in ("float16", "float32"):
+            raise ValueError(f"dtype must be float16 or float32, not {self.dtype!r}")
+        if self.fps < 1 or self.frame_size < 32 or self.batch_size < 1 or self.workers < 0:
+            raise ValueError("fps ≥ 1, frame_size ≥ 32, batch_size ≥ 1 and workers ≥ 0 are required")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ExtractConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def replace(self, **changes) -> "ExtractConfig":
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,401 @@
+"""Decoding videos: frames at requested times and 16 kHz mono audio, from any file FFmpeg reads.
+
+Every stage decodes through this module (extract, localize, evaluate, the tests' clips).
+
+Conventions (docs/ARCHITECTURE.md):
+- A video of duration D has ``S = max(1, floor(D + 1e-3))`` seconds; at ``fps`` frames per second
+  the frame k of second s is taken at ``t = s + (k + 0.5) / fps``.
+- The frame for a time t is the one on screen at t: the last frame whose presentation time is
+  ≤ t (before the first frame, the first; past the end, the last).
+- Times are seconds from the first video frame. Audio is placed on the same clock.
+- Frames carrying rotation metadata are turned upright.
+- A file without an audio stream decodes to silence (``MediaInfo.has_audio`` is False): a
+  silent video is valid input, every second of it is simply background.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import math
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import av
+import cv2
+import numpy as np
+
+from avstm.errors import MediaError
+
+SAMPLE_RATE = 16000
+
+
+@dataclasses.dataclass(frozen=True)
+class MediaInfo:
+    """What a file holds. ``duration`` in seconds; ``fps`` the native frame rate."""
+
+    path: str
+    duration: float
+    fps: float
+    width: int
+    height: int
+    has_audio: bool
+    sample_rate: int  # native, 0 without audio
+    channels: int  # native, 0 without audio
+    rotation: int = 0  # degrees counter-clockwise applied to make frames upright
+
+    @property
+    def num_seconds(self) -> int:
+        return num_seconds(self.duration)
+
+
+@dataclasses.dataclass
+class Clip:
+    """A decoded clip.
+
+    frames: (N, H, W, 3) uint8 RGB at ``times``; times: (N,) float64 seconds;
+    audio: (M,) float32 in [-1, 1], mono, ``SAMPLE_RATE`` Hz, sample 0 at time 0.
+    """
+
+    frames: np.ndarray
+    times: np.ndarray
+    audio: np.ndarray
+    info: MediaInfo
+
+
+def num_seconds(duration: float) -> int:
+    """Whole seconds of a clip of ``duration`` s (at least 1, so a 0.3 s clip has one second)."""
+    return max(1, int(math.floor(duration + 1e-3)))
+
+
+def frame_times(duration: float, fps: int = 4) -> np.ndarray:
+    """(S, fps) float64 sample times ``s + (k + 0.5) / fps`` for the seconds of a clip."""
+    s = np.arange(num_seconds(duration), dtype=np.float64)[:, None]
+    k = np.arange(fps, dtype=np.float64)[None, :]
+    return s + (k + 0.5) / fps
+
+
+def _check_path(path: Path) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise MediaError(path, "broken symbolic link") from None
+        raise MediaError(path, "no such file") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise MediaError(path, "symbolic link loop") from None
+        raise MediaError(path, f"cannot access ({e.strerror})") from None
+    if not os.path.isfile(path):
+        raise MediaError(path, "not a regular file")
+    if st.st_size == 0:
+        raise MediaError(path, "empty file")
+    if not os.access(path, os.R_OK):
+        raise MediaError(path, "permission denied")
+
+
+def _open(path: str | os.PathLike):
+    path = Path(path)
+    _check_path(path)
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except PermissionError:
+        raise MediaError(path, "permission denied") from None
+    except (av.FFmpegError, UnicodeDecodeError, ValueError) as e:
+        raise MediaError(path, f"not a media file FFmpeg can read ({_reason(e)})") from None
+
+
+def _reason(e: Exception) -> str:
+    msg = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return " ".join(str(msg).split())[:200]
+
+
+def _streams(container, path):
+    video = container.streams.video[0] if container.streams.video else None
+    audio = container.streams.audio[0] if container.streams.audio else None
+    if video is None:
+        raise MediaError(path, "no video stream")
+    return video, audio
+
+
+def _rotation(video) -> int:
+    """Degrees counter-clockwise that make the frames upright, from the display matrix."""
+    try:
+        rot = video.codec_context.decoded_rotation if hasattr(video.codec_context, "decoded_rotation") else None
+    except Exception:  # pragma: no cover - depends on the FFmpeg build
+        rot = None
+    return int(rot or 0)
+
+
+def probe(path: str | os.PathLike) -> MediaInfo:
+    """Read a file's header: duration, native fps, frame size, audio rate and channels.
+
+    Raises MediaError for a missing, unreadable or non-media file, or one without video.
+    Durations come from the container's metadata here; ``decode`` measures them exactly.
+    """
+    with _open(path) as container:
+        video, audio = _streams(container, path)
+        duration = _header_duration(container, video)
+        fps = float(video.average_rate or video.guessed_rate or 0.0)
+        return MediaInfo(
+            path=str(path), duration=duration, fps=fps,
+            width=video.codec_context.width, height=video.codec_context.height,
+            has_audio=audio is not None,
+            sample_rate=int(audio.codec_context.sample_rate) if audio is not None else 0,
+            channels=int(audio.codec_context.channels) if audio is not None else 0,
+        )
+
+
+def _header_duration(container, video) -> float:
+    if video.duration is not None and video.time_base is not None:
+        return float(video.duration * video.time_base)
+    if container.duration is not None:
+        return container.duration / 1e6
+    return 0.0
+
+
+class _FrameSelector:
+    """Turns a stream of decoded frames into the frames on screen at given times.
+
+    Only the frames that are kept are converted to RGB (and resized). ``times`` is either a
+    sorted array, or None for the open-ended grid ``(j + 0.5) / fps``.
+    """
+
+    def __init__(self, times: Sequence[float] | None, fps: int, size: tuple[int, int] | None):
+        self.times = None if times is None else np.asarray(times, dtype=np.float64)
+        self.fps = fps
+        self.size = size  # (width, height) or None for native
+        self.j = 0
+        self.prev = None  # (time, av.VideoFrame)
+        self._prev_rgb = None
+        self.rotation = 0
+
+    def _t(self, j: int) -> float | None:
+        if self.times is None:
+            return (j + 0.5) / self.fps
+        return float(self.times[j]) if j < len(self.times) else None
+
+    def _convert(self, frame) -> np.ndarray:
+        if self._prev_rgb is not None and self._prev_rgb[0] is frame:
+            return self._prev_rgb[1]
+        rot = int(getattr(frame, "rotation", 0) or 0) % 360
+        self.rotation = rot
+        size = self.size
+        if size is not None and rot in (90, 270):
+            size = (size[1], size[0])
+        if size is None:
+            rgb = frame.to_ndarray(format="rgb24")
+        else:
+            rgb = frame.to_ndarray(format="rgb24", width=size[0], height=size[1],
+                                   interpolation="BILINEAR")
+        if rot:
+            # the display matrix rotates counter-clockwise by ``rot`` degrees
+            rgb = np.ascontiguousarray(np.rot90(rgb, k=rot // 90))
+        self._prev_rgb = (frame, rgb)
+        return rgb
+
+    def push(self, t: float, frame) -> Iterator[tuple[float, np.ndarray]]:
+        """Feed one decoded frame shown from time ``t``; yield the (time, RGB) pairs now settled."""
+        while True:
+            tj = self._t(self.j)
+            if tj is None or tj >= t:
+                break
+            shown = self.prev[1] if self.prev is not None else frame
+            yield tj, self._convert(shown)
+            self.j += 1
+        self.prev = (t, frame)
+
+    def finish(self, count: int | None) -> Iterator[tuple[float, np.ndarray]]:
+        """Yield the remaining times (up to ``count`` in all, or all given times) from the last frame."""
+        if self.prev is None:
+            return
+        while True:
+            tj = self._t(self.j)
+            if tj is None or (count is not None and self.j >= count):
+                break
+            yield tj, self._convert(self.prev[1])
+            self.j += 1
+
+
+def _frame_time(frame, origin: float) -> float | None:
+    if frame.pts is None or frame.time_base is None:
+        return None
+    return float(frame.pts * frame.time_base) - origin
+
+
+class _AudioCollector:
+    """Resamples decoded audio frames to 16 kHz mono float32 and places them on the video clock."""
+
+    def __init__(self, sample_rate: int = SAMPLE_RATE):
+        self.sample_rate = sample_rate
+        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        self.chunks: list[np.ndarray] = []
+        self.start: float | None = None
+
+    def push(self, frame, origin: float) -> None:
+        if self.start is None:
+            t = _frame_time(frame, origin)
+            self.start = t if t is not None else 0.0
+        for out in self.resampler.resample(frame):
+            self.chunks.append(out.to_ndarray().reshape(-1))
+
+    def finish(self) -> np.ndarray:
+        for out in self.resampler.resample(None):
+            self.chunks.append(out.to_ndarray().reshape(-1))
+        audio = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+        offset = int(round((self.start or 0.0) * self.sample_rate))
+        if offset > 0:
+            audio = np.concatenate([np.zeros(offset, np.float32), audio])
+        elif offset < 0:
+            audio = audio[-offset:]
+        return np.clip(audio.astype(np.float32, copy=False), -1.0, 1.0)
+
+
+def _video_origin(video) -> float:
+    if video.start_time is not None and video.time_base is not None:
+        return float(video.start_time * video.time_base)
+    return 0.0
+
+
+def decode(path: str | os.PathLike, *, fps: int = 4, size: tuple[int, int] | None = (256, 256),
+           times: Sequence[float] | None = None, audio: bool = True, threads: int = 0) -> Clip:
+    """Decode a whole clip in one pass over its packets.
+
+    Args:
+        path: any file FFmpeg reads.
+        fps: frames kept per second (ignored when ``times`` is given): ``frame_times(D, fps)``.
+        size: (width, height) of the returned frames, or None for the native (upright) size.
+        times: explicit sorted sample times in seconds instead of the grid.
+        audio: decode the audio too (else ``Clip.audio`` is empty).
+        threads: decoder threads (0: FFmpeg's choice).
+
+    Returns:
+        Clip with frames (N, H, W, 3) uint8, times (N,), audio (M,) float32 16 kHz mono.
+        On the grid, N = S * fps where S = ``num_seconds(duration)``.
+
+    Raises:
+        MediaError: missing/unreadable/corrupt file, no video stream, no decodable frame.
+    """
+    path = Path(path)
+    selector = _FrameSelector(times, fps, size)
+    kept_t: list[float] = []
+    kept: list[np.ndarray] = []
+    last_t = None
+    with _open(path) as container:
+        video, astream = _streams(container, path)
+        _set_threads(video, threads)
+        origin = _video_origin(video)
+        collector = _AudioCollector() if (audio and astream is not None) else None
+        streams = [video] + ([astream] if collector is not None else [])
+        try:
+            for packet in container.demux(*streams):
+                for frame in packet.decode():
+                    if packet.stream.type == "audio":
+                        collector.push(frame, origin)  # type: ignore[union-attr]
+                        continue
+                    t = _frame_time(frame, origin)
+                    t = t if t is not None else (last_t + 1e-6 if last_t is not None else 0.0)
+                    last_t = t
+                    for tj, rgb in selector.push(t, frame):
+                        kept_t.append(tj)
+                        kept.append(rgb)
+        except av.FFmpegError as e:
+            if selector.prev is None:
+                raise MediaError(path, f"cannot decode ({_reason(e)})") from None
+            # a damaged tail: keep what decoded (a truncated download still has its start)
+        if selector.prev is None:
+            raise MediaError(path, "no decodable video frame")
+        native_fps = float(video.average_rate or video.guessed_rate or 0.0)
+        frame_dur = 1.0 / native_fps if native_fps > 0 else 0.0
+        duration = (last_t or 0.0) + frame_dur
+        count = None if times is not None else num_seconds(duration) * fps
+        for tj, rgb in selector.finish(count):
+            kept_t.append(tj)
+            kept.append(rgb)
+        if count is not None:
+            kept, kept_t = kept[:count], kept_t[:count]
+        wave = collector.finish() if collector is not None else np.zeros(0, np.float32)
+        if collector is None and audio:
+            wave = np.zeros(int(round(duration * SAMPLE_RATE)), np.float32)
+        h, w = kept[0].shape[:2] if size is None else (size[1], size[0])
+        info = MediaInfo(
+            path=str(path), duration=duration, fps=native_fps,
+            width=video.codec_context.width, height=video.codec_context.height,
+            has_audio=astream is not None,
+            sample_rate=int(astream.codec_context.sample_rate) if astream is not None else 0,
+            channels=int(astream.codec_context.channels) if astream is not None else 0,
+            rotation=selector.rotation,
+        )
+    frames = np.stack(kept) if kept else np.zeros((0, h, w, 3), np.uint8)
+    return Clip(frames=frames, times=np.asarray(kept_t, np.float64), audio=wave, info=info)
+
+
+def _set_threads(video, threads: int) -> None:
+    video.thread_type = "AUTO"
+    if threads:
+        video.codec_context.thread_count = threads
+
+
+def iter_frames(path: str | os.PathLike, *, fps: int = 4, size: tuple[int, int] | None = None,
+                times: Sequence[float] | None = None, threads: int = 0) -> Iterator[tuple[float, np.ndarray]]:
+    """Stream the frames on screen at the sample times: yields (t, (H, W, 3) uint8 RGB).
+
+    Memory stays constant in the video's length (for ``localize`` over long videos). The
+    grid is open-ended here: frames at ``(j + 0.5) / fps`` until the video ends.
+    """
+    path = Path(path)
+    selector = _FrameSelector(times, fps, size)
+    last_t = None
+    with _open(path) as container:
+        video, _ = _streams(container, path)
+        _set_threads(video, threads)
+        origin = _video_origin(video)
+        try:
+            for frame in container.decode(video):
+                t = _frame_time(frame, origin)
+                t = t if t is not None else (last_t + 1e-6 if last_t is not None else 0.0)
+                last_t = t
+                yield from selector.push(t, frame)
+        except av.FFmpegError as e:
+            if selector.prev is None:
+                raise MediaError(path, f"cannot decode ({_reason(e)})") from None
+        if selector.prev is None:
+            raise MediaError(path, "no decodable video frame")
+        native_fps = float(video.average_rate or video.guessed_rate or 0.0)
+        end = (last_t or 0.0) + (1.0 / native_fps if native_fps > 0 else 0.0)
+        count = num_seconds(end) * fps if times is None else None
+    if times is None:
+        # on the grid, stop at the clip's end (at least one second's worth for a short clip)
+        for tj, rgb in selector.finish(count):
+            yield tj, rgb
+    else:
+        yield from selector.finish(None)
+
+
+def read_audio(path: str | os.PathLike, *, duration: float | None = None) -> tuple[np.ndarray, bool]:
+    """Decode only the audio: (M,) float32 16 kHz mono on the video clock, and whether a stream existed.
+
+    Without an audio stream, returns silence of ``duration`` seconds (0 if not given).
+    """
+    path = Path(path)
+    with _open(path) as container:
+        video, astream = _streams(container, path)
+        if astream is None:
+            n = int(round((duration or 0.0) * SAMPLE_RATE))
+            return np.zeros(n, np.float32), False
+        origin = _video_origin(video)
+        collector = _AudioCollector()
+        try:
+            for frame in container.decode(astream):
+                collector.push(frame, origin)
+        except av.FFmpegError:
+            pass  # a damaged tail: keep what decoded
+        return collector.finish(), True
+
+
+def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(N, H, W, 3) uint8 → (N, height, width, 3) uint8, bilinear; ``size`` is (width, height)."""
+    if frames.shape[1:3] == (size[1], size[0]):
+        return frames
+    return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in frames])

@@ -1,0 +1,84 @@
+"""Small real mp4 clips for the tests, written with PyAV (H.264 + AAC).
+
+``index_frames`` draws each frame's index as a binary code of black/white bars, so a test can
+read back exactly which source frame it got after lossy encoding.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+CODE_BITS = 10
+
+
+def index_frames(n: int, width: int = 128, height: int = 96) -> np.ndarray:
+    """(n, height, width, 3) uint8 frames; frame i encodes i in 10 vertical bars."""
+    frames = np.zeros((n, height, width, 3), np.uint8)
+    bar = width // CODE_BITS
+    for i in range(n):
+        for b in range(CODE_BITS):
+            if (i >> b) & 1:
+                frames[i, :, b * bar:(b + 1) * bar] = 255
+    return frames
+
+
+def read_index(frame: np.ndarray) -> int:
+    """Decode the index drawn by ``index_frames`` from an (H, W, 3) frame of any size."""
+    h, w = frame.shape[:2]
+    bar = w / CODE_BITS
+    gray = frame.mean(axis=2)
+    bits = [gray[h // 4: 3 * h // 4, int((b + 0.3) * bar): int((b + 0.7) * bar)].mean() > 127
+            for b in range(CODE_BITS)]
+    return sum(1 << b for b, on in enumerate(bits) if on)
+
+
+def write_clip(path, frames: np.ndarray | None = None, *, fps: float = 24, seconds: float | None = None,
+               audio: np.ndarray | None = None, sample_rate: int = 16000, layout: str = "mono",
+               codec: str = "libx264", pix_fmt: str = "yuv420p", audio_stream: bool = True,
+               rotation: int | None = None, width: int = 128, height: int = 96) -> Path:
+    """Write an mp4. frames (N, H, W, 3) uint8 (default: index frames for ``seconds``);
+    audio (C, M) or (M,) float32 (default: a 440 Hz tone over the clip when ``audio_stream``)."""
+    path = Path(path)
+    if frames is None:
+        frames = index_frames(int(round((seconds or 1.0) * fps)), width, height)
+    n, h, w = frames.shape[:3]
+    channels = len(av.AudioLayout(layout).channels)
+    if audio is None and audio_stream:
+        t = np.arange(int(n / fps * sample_rate)) / sample_rate
+        audio = np.tile((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), (channels, 1))
+    if audio is not None and audio.ndim == 1:
+        audio = audio[None]
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(str(path), "w", format="mp4") as out:
+        vs = out.add_stream(codec, rate=rate)
+        vs.width, vs.height, vs.pix_fmt = w, h, pix_fmt
+        if rotation is not None:
+            vs.set_display_rotation(rotation)
+        as_ = None
+        if audio is not None:
+            as_ = out.add_stream("aac", rate=sample_rate, layout=layout)
+        for i, f in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+            frame.pts = i
+            frame.time_base = 1 / rate
+            for p in vs.encode(frame):
+                out.mux(p)
+        for p in vs.encode(None):
+            out.mux(p)
+        if as_ is not None:
+            step = 1024
+            for s in range(0, audio.shape[1], step):
+                chunk = np.ascontiguousarray(audio[:, s:s + step].astype(np.float32))
+                af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+                af.sample_rate = sample_rate
+                af.pts = s
+                af.time_base = Fraction(1, sample_rate)
+                for p in as_.encode(af):
+                    out.mux(p)
+            for p in as_.encode(None):
+                out.mux(p)
+    return path
