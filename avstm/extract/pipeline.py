@@ -268,6 +268,9 @@ def extract(dataset: Dataset, out: str | os.PathLike, *, config: ExtractConfig =
         bar.close()
         t0 = time.perf_counter()
     result.timings["write"] += time.perf_counter() - t0  # the final join
+    for vid, reason in writer.rejected:
+        result.done -= 1
+        result.failed.append((vid, next(it.path for it in dataset.items if it.id == vid), reason))
     if world > 1:
         import torch.distributed as dist
         dist.barrier()
