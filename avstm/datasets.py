@@ -11,6 +11,13 @@ Two layouts:
   whole video.
 
 The background class (seconds outside every event) has index ``len(classes)``.
+
+Bad input, the same rules for both layouts: what makes the data ambiguous or unreadable is an
+AnnotationError naming the file and line (wrong field count, non-numeric, NaN/inf, negative or
+inverted times, an empty file, a duplicate CSV id, a split line unknown to Annotations.txt, one
+line in two split files, an unknown split, a malformed CSV); harmless oddities are kept and
+counted in one warning per file (zero-length event spans: all background; an AVE line repeated
+in the same file: kept once).
 """
 
 from __future__ import annotations
@@ -69,7 +76,8 @@ def read_ave_annotations(path: str | os.PathLike) -> list[AveLine]:
 
     Accepts the header line, blank lines and Windows line ends. Raises AnnotationError naming
     the line for a malformed one (wrong field count, non-numeric or inverted times); a span of
-    zero length (start == end) is kept with one warning that counts them.
+    zero length (start == end) is kept, and a repeated line dropped, with one warning that
+    counts them.
     """
     path = Path(path)
     try:
@@ -79,7 +87,8 @@ def read_ave_annotations(path: str | os.PathLike) -> list[AveLine]:
     except (OSError, UnicodeDecodeError) as e:
         raise AnnotationError(path, f"cannot read ({e})") from None
     lines: list[AveLine] = []
-    empty = 0
+    empty = repeated = 0
+    seen: set[AveLine] = set()
     for n, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or (n == 1 and line.replace(" ", "") == AVE_HEADER):
@@ -99,13 +108,20 @@ def read_ave_annotations(path: str | os.PathLike) -> list[AveLine]:
             empty += 1
         if not cat or not vid:
             raise AnnotationError(path, "empty category or video id", n)
-        lines.append(AveLine(cat, vid, quality, s, e))
+        ln = AveLine(cat, vid, quality, s, e)
+        if ln in seen:
+            repeated += 1  # the same event twice is one event
+            continue
+        seen.add(ln)
+        lines.append(ln)
     if not lines:
         raise AnnotationError(path, "no annotation lines")
     if empty:
         # AVE's own Annotations.txt has one such line (VWi2ENBuTbw, 0&0): the video is all background
         warnings.warn(f"{path}: {empty} event span(s) of zero length; those videos have no event seconds",
                       stacklevel=2)
+    if repeated:
+        warnings.warn(f"{path}: {repeated} repeated line(s) ignored", stacklevel=2)
     return lines
 
 
@@ -122,8 +138,9 @@ def read_ave(root: str | os.PathLike) -> Dataset:
     AVE's unit is an annotation line, not a video: 45 videos carry several events, and the
     official split puts some of their lines in different splits. So each line is one item with
     its own event; a video's first line gets the id ``<VideoID>``, its k-th further line
-    ``<VideoID>#k`` (same file). A split line that Annotations.txt lacks is an AnnotationError;
-    an annotation line in no split file is left out. Items follow the split files' order.
+    ``<VideoID>#k`` (same file). A split line that Annotations.txt lacks (an unknown class or
+    video), or a line in two split files, is an AnnotationError; an annotation line in no
+    split file is left out. Items follow the split files' order.
     """
     root = Path(root)
     ann_path = root / "Annotations.txt"
@@ -138,18 +155,20 @@ def read_ave(root: str | os.PathLike) -> Dataset:
         per_video[ln.video_id] = k + 1
         ids[ln] = ln.video_id if k == 0 else f"{ln.video_id}#{k}"
     items: list[VideoItem] = []
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # item id -> the split file that listed it
     for split, name in AVE_SPLIT_FILES.items():
         split_path = root / name
         if not split_path.exists():
             continue
-        for n, ln in enumerate(read_ave_annotations(split_path), start=1):
+        for ln in read_ave_annotations(split_path):
             if ln not in ids:
-                raise AnnotationError(split_path, f"line for video {ln.video_id} is not in {ann_path.name}")
+                raise AnnotationError(split_path, f"line {ln.category}&{ln.video_id}&...&{ln.start:g}&{ln.end:g} "
+                                                  f"is not in {ann_path.name} (unknown class or video)")
             item_id = ids[ln]
             if item_id in seen:
-                continue
-            seen.add(item_id)
+                raise AnnotationError(split_path, f"video {ln.video_id} ({ln.category}, {ln.start:g}-{ln.end:g} s) "
+                                                  f"is also in {seen[item_id]}: a line belongs to one split")
+            seen[item_id] = name
             items.append(VideoItem(
                 id=item_id, path=str(root / "AVE" / f"{ln.video_id}.mp4"), label=ln.category,
                 split=split, segments=((ln.start, ln.end, ln.category),)))
@@ -166,8 +185,8 @@ def hash_split(video_id: str) -> str:
 
 def _find_video(videos: Path, vid: str) -> Path:
     direct = videos / vid
-    if direct.suffix.lower() in VIDEO_EXTENSIONS:
-        return direct
+    if direct.suffix.lower() in VIDEO_EXTENSIONS or direct.is_file():
+        return direct  # a file named in full (any extension) is that file
     for ext in VIDEO_EXTENSIONS:
         cand = videos / f"{vid}{ext}"
         if cand.exists():
@@ -179,18 +198,23 @@ def read_folder(videos: str | os.PathLike, labels: str | os.PathLike) -> Dataset
     """Read a folder of videos and a CSV of ``id,label[,split][,start,end]`` rows.
 
     ``id`` is the file name with or without its extension. Raises AnnotationError for an empty
-    file, a malformed row, an unknown split, a bad span, or a duplicate id.
+    file, a malformed row, an unknown split, a bad span, or a duplicate id; a zero-length span
+    is kept (all background) with one warning that counts them.
     """
     videos, labels = Path(videos), Path(labels)
     try:
         with open(labels, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
+            reader = csv.reader(f)
+            rows = list(reader)
     except FileNotFoundError:
         raise AnnotationError(labels, "no such file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise AnnotationError(labels, f"cannot read ({e})") from None
+    except csv.Error as e:
+        raise AnnotationError(labels, f"malformed CSV ({e})", reader.line_num) from None
     items: list[VideoItem] = []
     seen: set[str] = set()
+    empty = 0
     for n, row in enumerate(rows, start=1):
         row = [c.strip() for c in row]
         if not row or not any(row) or row[0].startswith("#"):
@@ -211,8 +235,9 @@ def read_folder(videos: str | os.PathLike, labels: str | os.PathLike) -> Dataset
                 span = (float(row[-2]), float(row[-1]))
             except ValueError:
                 raise AnnotationError(labels, f"start/end are not numbers: {row[-2]!r}, {row[-1]!r}", n) from None
-            if not all(map(math.isfinite, span)) or span[0] < 0 or span[1] <= span[0]:
+            if not all(map(math.isfinite, span)) or span[0] < 0 or span[1] < span[0]:
                 raise AnnotationError(labels, f"bad event span [{row[-2]}, {row[-1]})", n)
+            empty += span[1] == span[0]
         vid_key = Path(vid).stem if Path(vid).suffix.lower() in VIDEO_EXTENSIONS else vid
         if vid_key in seen:
             raise AnnotationError(labels, f"duplicate id {vid_key}", n)
@@ -221,6 +246,9 @@ def read_folder(videos: str | os.PathLike, labels: str | os.PathLike) -> Dataset
                                segments=((span[0], span[1], label),)))
     if not items:
         raise AnnotationError(labels, "no rows")
+    if empty:
+        warnings.warn(f"{labels}: {empty} event span(s) of zero length; those videos have no event seconds",
+                      stacklevel=2)
     return Dataset(items=items, classes=sorted({it.label for it in items}))
 
 

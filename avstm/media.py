@@ -111,7 +111,13 @@ def _reason(e: Exception) -> str:
     return " ".join(str(msg).split())[:200]
 
 
+# FFmpeg's "tty" demuxer renders any .txt/.nfo/... file as a video of its characters
+_TEXT_FORMATS = frozenset({"tty"})
+
+
 def _streams(container, path):
+    if container.format.name in _TEXT_FORMATS:
+        raise MediaError(path, "a text file, not a video")
     video = container.streams.video[0] if container.streams.video else None
     audio = container.streams.audio[0] if container.streams.audio else None
     if video is None:
@@ -316,6 +322,7 @@ def decode(path: str | os.PathLike, *, fps: int = 4, size: tuple[int, int] | Non
         if count is not None:
             kept, kept_t = kept[:count], kept_t[:count]
         wave = collector.finish() if collector is not None else np.zeros(0, np.float32)
+        wave = wave[:int(round(duration * SAMPLE_RATE))]  # AAC pads its last frame past the end
         if collector is None and audio:
             wave = np.zeros(int(round(duration * SAMPLE_RATE)), np.float32)
         h, w = kept[0].shape[:2] if size is None else (size[1], size[0])

@@ -1,0 +1,83 @@
+"""The configuration of the generated sounding-object dataset (``avstm synth``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from avstm.errors import ConfigMismatch
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Everything that decides what ``avstm synth`` writes. A video depends only on ``seed``,
+    its index and the fields below other than ``videos``, so a larger ``videos`` count extends
+    an existing dataset without changing the videos already written."""
+
+    videos: int = 100
+    seed: int = 0
+    hard: float = 0.3  # share of videos that also hold a silent object of the sounding class
+    width: int = 320
+    height: int = 240
+    seconds: int = 10
+    fps: int = 24
+    sample_rate: int = 16000  # Hz, mono AAC
+    annotation_fps: int = 4  # boxes at t = s + (k + 0.5) / annotation_fps (ARCHITECTURE.md)
+    whole_event_share: float = 0.25  # share of videos whose event spans the whole clip
+    min_event_seconds: int = 2
+    distractors: tuple[int, int] = (1, 2)  # silent objects of other classes, inclusive range
+    partner_share: float = 0.5  # chance that a distractor is of the class that sounds alike
+    size_range: tuple[float, float] = (0.2, 0.4)  # object diameter / min(width, height)
+    snr_db: tuple[float, float] = (-6.0, 12.0)  # note RMS over background-noise RMS
+    noise_dbfs: tuple[float, float] = (-38.0, -22.0)  # background-noise RMS level
+    pitch_jitter: float = 0.04  # relative random shift of a class's pitch per video
+    split_shares: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train, val, test
+    crf: int = 23  # libx264 quality (lower is better and larger)
+
+    def __post_init__(self):
+        problems = []
+        if self.videos < 0:
+            problems.append("videos must be >= 0")
+        if not 0.0 <= self.hard <= 1.0:
+            problems.append("hard must lie in [0, 1]")
+        if not 0.0 <= self.whole_event_share <= 1.0:
+            problems.append("whole_event_share must lie in [0, 1]")
+        if not 0.0 <= self.partner_share <= 1.0:
+            problems.append("partner_share must lie in [0, 1]")
+        if self.width < 32 or self.height < 32 or self.width % 2 or self.height % 2:
+            problems.append("width and height must be even and >= 32")
+        if self.seconds < 1 or self.fps < 1:
+            problems.append("seconds and fps must be >= 1")
+        if self.fps % self.annotation_fps:
+            problems.append("fps must be a multiple of annotation_fps")
+        if not 1 <= self.min_event_seconds <= self.seconds:
+            problems.append("min_event_seconds must lie in [1, seconds]")
+        if not 0 <= self.distractors[0] <= self.distractors[1]:
+            problems.append("distractors must be an increasing pair >= 0")
+        if not 0.05 <= self.size_range[0] <= self.size_range[1] <= 0.5:
+            problems.append("size_range must be an increasing pair in [0.05, 0.5]")
+        if abs(sum(self.split_shares) - 1.0) > 1e-6:
+            problems.append("split_shares must sum to 1")
+        if problems:
+            raise ValueError("SynthConfig: " + "; ".join(problems))
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able data (tuples become lists)."""
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SynthConfig":
+        """Rebuild from ``to_dict`` output; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigMismatch(f"SynthConfig: unknown fields {', '.join(unknown)}")
+        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
+        return cls(**kwargs)
+
+    def content_differences(self, other: "SynthConfig") -> list[str]:
+        """Names of the fields, other than ``videos``, in which the two configs differ: the
+        fields that change the content of a video."""
+        return [f.name for f in dataclasses.fields(self)
+                if f.name != "videos" and getattr(self, f.name) != getattr(other, f.name)]

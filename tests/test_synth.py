@@ -1,0 +1,279 @@
+"""Tests of avstm.synth: real mp4 files written through PyAV and read back."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from avstm.cli import cli
+from avstm.errors import ConfigMismatch, MediaError
+from avstm.synth import CLASS_NAMES, CLASSES, SceneRenderer, SynthConfig, generate, sample_scene
+from avstm.synth.classes import partner
+from avstm.synth.scene import envelope, frame_index
+from avstm.synth.video import write_mp4
+
+W, H, SECONDS, FPS, SR = 160, 120, 3, 24, 16000
+CONFIG = SynthConfig(videos=4, seed=5, hard=0.5, width=W, height=H, seconds=SECONDS,
+                     whole_event_share=0.0, snr_db=(6.0, 12.0))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "data"
+    result = generate(out, config=CONFIG, workers=2, progress=False)
+    return result
+
+
+def _lines(path: Path) -> list[list[str]]:
+    return [line.split("&") for line in path.read_text().splitlines()]
+
+
+def _meta(result) -> dict:
+    return json.loads(result.meta.read_text())
+
+
+def _boxes(result) -> dict:
+    return json.loads(result.boxes.read_text())["videos"]
+
+
+def _decode(path: Path):
+    """(frames [(time, (H, W, 3) uint8)], mono audio (M,) float32)."""
+    with av.open(str(path)) as c:
+        frames = [(float(f.time), f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+    with av.open(str(path)) as c:
+        audio = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
+    return frames, audio
+
+
+def test_annotations_follow_ave_layout(dataset):
+    rows = _lines(dataset.annotations)
+    assert len(rows) == CONFIG.videos
+    for cat, vid, quality, start, end in rows:
+        assert cat in CLASS_NAMES and quality == "good"
+        assert 0 <= int(start) and int(end) - int(start) >= CONFIG.min_event_seconds
+        assert int(end) <= SECONDS
+    files = {p.stem for p in (dataset.out_dir / "AVE").glob("*.mp4")}
+    assert {r[1] for r in rows} == files
+    split_ids = [r[1] for p in dataset.splits.values() for r in _lines(p)]
+    assert sorted(split_ids) == sorted(files)
+    assert sum(dataset.split_counts.values()) == CONFIG.videos
+
+
+def test_videos_decode_with_h264_and_aac_of_the_clip_duration(dataset):
+    for path in dataset.videos:
+        with av.open(str(path)) as c:
+            assert c.streams.video[0].codec_context.name == "h264"
+            assert c.streams.audio[0].codec_context.name == "aac"
+            assert (c.streams.video[0].width, c.streams.video[0].height) == (W, H)
+        frames, audio = _decode(path)
+        assert len(frames) == SECONDS * FPS
+        assert abs(len(frames) / FPS - SECONDS) < 1e-6
+        assert abs(len(audio) / SR - SECONDS) < 0.1
+
+
+def test_decoded_frames_match_the_rendered_scene_at_annotated_times(dataset):
+    frames, _ = _decode(dataset.videos[0])
+    renderer = SceneRenderer(sample_scene(CONFIG, 0))
+    for t in (0.125, 1.625, 2.875):
+        shown = [img for ft, img in frames if ft <= t + 1e-6][-1]
+        drawn = renderer.frame(frame_index(t, FPS))
+        assert np.abs(shown.astype(int) - drawn.astype(int)).mean() < 6.0
+
+
+def test_boxes_lie_inside_the_frames_at_the_convention_times(dataset):
+    expected = [s + (k + 0.5) / 4 for s in range(SECONDS) for k in range(4)]
+    events = {r[1]: (int(r[3]), int(r[4])) for r in _lines(dataset.annotations)}
+    for vid, video in _boxes(dataset).items():
+        assert (video["width"], video["height"]) == (W, H)
+        assert [f["time"] for f in video["frames"]] == expected
+        for frame in video["frames"]:
+            for b in frame["boxes"]:
+                x1, y1, x2, y2 = b["xyxy"]
+                assert 0 <= x1 < x2 <= W and 0 <= y1 < y2 <= H
+            start, end = events[vid]
+            n_sounding = sum(b["sounding"] for b in frame["boxes"])
+            assert n_sounding == (1 if start <= frame["time"] < end else 0)
+
+
+def test_sounding_boxes_cover_the_drawn_sounding_object(dataset):
+    checked = 0
+    for index, (vid, video) in enumerate(sorted(_boxes(dataset).items())):
+        scene = sample_scene(CONFIG, index)
+        assert scene.video_id == vid
+        renderer = SceneRenderer(scene)
+        j = scene.sounding_index()
+        for frame in video["frames"]:
+            box = [b for b in frame["boxes"] if b["sounding"]]
+            if not box:
+                continue
+            n = frame_index(frame["time"], FPS)
+            diff = np.abs(renderer.frame(n).astype(int) - renderer.frame(n, skip=(j,)).astype(int))
+            mask = diff.max(axis=2) > 8  # the pixels the sounding object changes
+            x1, y1, x2, y2 = box[0]["xyxy"]
+            inside = mask[y1:y2, x1:x2].sum()
+            assert inside >= 0.95 * mask.sum()
+            assert inside >= 0.2 * (x2 - x1) * (y2 - y1)
+            checked += 1
+    assert checked >= CONFIG.videos * CONFIG.min_event_seconds * 4
+
+
+def test_object_sizes_lie_in_the_configured_range(dataset):
+    side = min(W, H)
+    for video in _meta(dataset)["videos"].values():
+        for obj in video["objects"]:
+            assert side * CONFIG.size_range[0] <= obj["size"] <= side * CONFIG.size_range[1]
+
+
+def test_hard_videos_hold_a_silent_object_of_the_sounding_class(dataset):
+    meta = _meta(dataset)["videos"]
+    assert any(v["hard"] for v in meta.values()) and not all(v["hard"] for v in meta.values())
+    for vid, video in _boxes(dataset).items():
+        cls = meta[vid]["class"]
+        same_class = [b for b in video["frames"][0]["boxes"] if b["label"] == cls]
+        assert len(same_class) == (2 if meta[vid]["hard"] else 1)
+
+
+def _band_rms(x: np.ndarray, pitch: float) -> float:
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    f = np.fft.rfftfreq(len(x), 1.0 / SR)
+    return float(np.sqrt(np.mean(spec[np.abs(f - pitch) < 0.05 * pitch] ** 2)))
+
+
+def test_background_seconds_hold_noise_only_and_event_seconds_the_sound(dataset):
+    meta = _meta(dataset)["videos"]
+    for path in dataset.videos:
+        info = meta[path.stem]
+        _, audio = _decode(path)
+        start, end = info["event"]
+        seconds = [audio[s * SR:(s + 1) * SR] for s in range(SECONDS)]
+        event = [_band_rms(seconds[s], info["pitch"]) for s in range(start, end)]
+        background = [s for s in range(SECONDS) if not start <= s < end]
+        assert background, "the test config must leave background seconds"
+        for s in background:
+            assert min(event) > 3 * _band_rms(seconds[s], info["pitch"])
+            rms = float(np.sqrt(np.mean(seconds[s] ** 2)))
+            assert abs(20 * math.log10(rms) - info["noise_dbfs"]) < 2.0
+
+
+def test_same_seed_gives_byte_identical_annotations(dataset, tmp_path):
+    again = generate(tmp_path / "again", config=CONFIG, workers=1, progress=False)
+    for name in ("boxes.json", "Annotations.txt", "trainSet.txt", "valSet.txt", "testSet.txt",
+                 "meta.json"):
+        assert (tmp_path / "again" / name).read_bytes() == (dataset.out_dir / name).read_bytes()
+    assert again.written == CONFIG.videos
+
+
+def test_another_seed_gives_other_annotations(dataset, tmp_path):
+    config = SynthConfig.from_dict({**CONFIG.to_dict(), "seed": CONFIG.seed + 1, "videos": 2})
+    other = generate(tmp_path / "other", config=config, workers=1, progress=False)
+    assert other.boxes.read_bytes() != dataset.boxes.read_bytes()
+
+
+def test_rerun_keeps_present_videos_and_writes_missing_ones(tmp_path):
+    config = SynthConfig.from_dict({**CONFIG.to_dict(), "videos": 2, "seconds": 2})
+    first = generate(tmp_path, config=config, progress=False)
+    kept = first.videos[0].stat().st_mtime_ns
+    first.videos[1].unlink()
+    second = generate(tmp_path, config=config, progress=False)
+    assert (second.written, second.skipped) == (1, 1)
+    assert first.videos[0].stat().st_mtime_ns == kept
+    assert second.boxes.read_bytes() == first.boxes.read_bytes()
+
+
+def test_rerun_with_other_content_config_is_refused(tmp_path):
+    config = SynthConfig.from_dict({**CONFIG.to_dict(), "videos": 1, "seconds": 2})
+    generate(tmp_path, config=config, progress=False)
+    with pytest.raises(ConfigMismatch, match="hard"):
+        generate(tmp_path, config=SynthConfig.from_dict({**config.to_dict(), "hard": 0.9}),
+                 progress=False)
+
+
+def test_sounding_object_grows_with_the_sound_envelope():
+    scene = sample_scene(CONFIG, 1)
+    obj = scene.sounding
+    renderer = SceneRenderer(scene)
+    j = scene.sounding_index()
+    n_frames = SECONDS * FPS
+    sizes = np.array([renderer.state(j, n).size for n in range(n_frames)])
+    env = envelope(obj.notes, obj.decay, obj.span, np.arange(n_frames) / FPS)
+    assert np.corrcoef(sizes, env)[0, 1] > 0.99
+    assert sizes.max() > 1.1 * sizes.min()
+
+
+def test_classes_pair_distinct_looks_with_sounds():
+    assert len(CLASSES) >= 8
+    assert len({(c.shape, c.colour) for c in CLASSES}) == len(CLASSES)
+    assert len(set(CLASS_NAMES)) == len(CLASSES)
+
+
+def test_classes_come_in_pairs_that_sound_alike():
+    for c in range(0, len(CLASSES), 2):
+        a, b = CLASSES[c], CLASSES[partner(c)]
+        assert (a.pitch, a.timbre, a.rhythm) == (b.pitch, b.timbre, b.rhythm)
+        assert (a.shape, a.colour) != (b.shape, b.colour)
+
+
+def test_the_alike_sounding_class_is_a_distractor_in_about_the_configured_share():
+    config = SynthConfig(videos=300, seed=2, partner_share=0.5)
+    hits = 0
+    for i in range(config.videos):
+        scene = sample_scene(config, i)
+        hits += any(o.cls == partner(scene.cls) and not o.event for o in scene.objects)
+    assert 0.4 < hits / config.videos < 0.6
+
+
+def test_config_round_trips_through_json():
+    config = SynthConfig(videos=7, seed=3, hard=0.2)
+    assert SynthConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_write_mp4_round_trips_stereo_audio_and_frames(tmp_path):
+    frames = np.zeros((12, 48, 64, 3), np.uint8)
+    frames[:, :, :32] = 200
+    t = np.arange(SR) / SR
+    audio = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.3 * np.sin(2 * np.pi * 660 * t)])
+    path = write_mp4(tmp_path / "clip.mp4", frames, 12, audio.astype(np.float32), SR)
+    with av.open(str(path)) as c:
+        assert c.streams.audio[0].codec_context.channels == 2
+        decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(decoded) == 12
+    assert abs(int(decoded[0][:, :32].mean()) - 200) < 8 and decoded[0][:, 40:].mean() < 8
+    assert not list(tmp_path.glob("*.tmp-*"))
+
+
+def test_write_mp4_rejects_audio_of_wrong_shape(tmp_path):
+    with pytest.raises(MediaError, match="audio"):
+        write_mp4(tmp_path / "bad.mp4", np.zeros((2, 32, 32, 3), np.uint8), 4,
+                  np.zeros((3, 100), np.float32), SR)
+
+
+def test_cli_synth_writes_a_dataset(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["synth", "--out", str(tmp_path / "d"), "--videos", "2",
+                                 "--seconds", "2", "--width", "64", "--height", "48", "--quiet"],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "2 videos" in result.output
+    assert len(list((tmp_path / "d" / "AVE").glob("*.mp4"))) == 2
+
+
+def test_cli_synth_refuses_a_bad_option_value(tmp_path):
+    result = CliRunner().invoke(cli, ["synth", "--out", str(tmp_path), "--hard", "2"])
+    assert result.exit_code == 2
+    assert "hard" in result.output
+
+
+def test_rerun_removes_temporaries_of_killed_writers(tmp_path):
+    config = SynthConfig.from_dict({**CONFIG.to_dict(), "videos": 1, "seconds": 1,
+                                    "min_event_seconds": 1})
+    stale = tmp_path / "AVE" / "synth_000000.mp4.tmp-999999999"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a video")
+    generate(tmp_path, config=config, progress=False)
+    assert not stale.exists()
