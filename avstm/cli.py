@@ -13,6 +13,7 @@ import click
 
 from avstm import __version__
 from avstm.errors import AvstmError
+from avstm.demo import DemoConfig
 from avstm.extract.config import ExtractConfig
 
 
@@ -113,6 +114,296 @@ def extract(dataset, root, videos, labels, out, quiet, **options):
     if result.failed and config.strict:
         raise SystemExit(1)
 
+
+
+from avstm.synth.config import SynthConfig  # noqa: E402  (kept beside its command)
+
+
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Dataset folder to write or resume (AVE layout + boxes.json + meta.json).")
+@click.option("--videos", type=int, default=config_default(SynthConfig, "videos"), show_default=True)
+@click.option("--seed", type=int, default=config_default(SynthConfig, "seed"), show_default=True)
+@click.option("--hard", type=float, default=config_default(SynthConfig, "hard"), show_default=True,
+              help="Share of videos that also hold a silent object of the sounding class.")
+@click.option("--width", type=int, default=config_default(SynthConfig, "width"), show_default=True)
+@click.option("--height", type=int, default=config_default(SynthConfig, "height"), show_default=True)
+@click.option("--seconds", type=int, default=config_default(SynthConfig, "seconds"), show_default=True)
+@click.option("--fps", type=int, default=config_default(SynthConfig, "fps"), show_default=True)
+@click.option("--whole-event-share", type=float, show_default=True,
+              default=config_default(SynthConfig, "whole_event_share"),
+              help="Share of videos whose event spans the whole clip.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Parallel processes.")
+@click.option("--overwrite", is_flag=True, help="Re-encode videos already present.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def synth(out, workers, overwrite, quiet, **options):
+    """Generate the synthetic sounding-object dataset as real mp4 files with exact boxes.
+
+    Resumable: videos already in OUT are kept.
+    """
+    from avstm.synth.generate import generate
+
+    config = make_config(SynthConfig, **options)
+    result = generate(out, config=config, workers=workers, overwrite=overwrite, progress=not quiet)
+    counts = ", ".join(f"{k} {v}" for k, v in result.split_counts.items())
+    click.echo(f"synth: {len(result.videos)} videos in {result.out_dir} ({result.written} written, "
+               f"{result.skipped} kept; {counts}) in {result.seconds:.1f} s")
+
+
+@cli.group()
+def cache():
+    """Check and combine feature caches."""
+
+
+@cache.command("verify")
+@click.argument("path", type=click.Path(path_type=Path))
+def cache_verify(path):
+    """Check a cache (completion marks, shapes against its config, finite values, attributes).
+
+    Prints one line per problem; exit status 1 when there is any.
+    """
+    from avstm.cache import verify_cache
+
+    problems = verify_cache(path)
+    for line in problems:
+        click.echo(line)
+    if problems:
+        click.echo(f"avstm: {path}: {len(problems)} problem(s)", err=True)
+        raise SystemExit(1)
+    click.echo(f"{path}: ok")
+
+
+@cache.command("merge")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="The merged cache to write.")
+def cache_merge(inputs, out):
+    """Join caches of the same extract config (e.g. shards) into OUT."""
+    from avstm.cache import merge_caches
+
+    n = merge_caches(list(inputs), out)
+    click.echo(f"{out}: {n} videos from {len(inputs)} caches")
+
+
+from avstm.memnet.train import TrainConfig  # noqa: E402  (kept beside its command)
+
+
+def _train_default(name):
+    return config_default(TrainConfig, name)
+
+
+@cli.command("train")
+@click.option("--features", type=click.Path(path_type=Path), required=True, help="The HDF5 feature cache.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Run folder: best.pt, last.pt, metrics.jsonl, config.json.")
+@click.option("--resume", is_flag=True, help="Continue from OUT/last.pt (same cache and options; more --epochs allowed).")
+@click.option("--epochs", type=int, default=_train_default("epochs"), show_default=True)
+@click.option("--batch-size", type=int, default=_train_default("batch_size"), show_default=True,
+              help="Videos per step over all ranks.")
+@click.option("--lr", type=float, default=_train_default("lr"), show_default=True, help="Adam learning rate.")
+@click.option("--weight-decay", type=float, default=_train_default("weight_decay"), show_default=True)
+@click.option("--labels", type=click.Choice(["video", "segment"]), default=_train_default("labels"),
+              show_default=True, help="video: the video's class on every step; segment: per-second labels with background.")
+@click.option("--seed", type=int, default=_train_default("seed"), show_default=True)
+@click.option("--workers", type=int, default=_train_default("workers"), show_default=True,
+              help="DataLoader processes per rank (0: read in the main process).")
+@click.option("--in-memory", type=click.Choice(["auto", "yes", "no"]), default=_train_default("in_memory"),
+              show_default=True, help="Hold the cache in RAM (auto: when it takes under half the free memory).")
+@click.option("--device", default=_train_default("device"), show_default=True, help="auto, cpu or cuda.")
+@click.option("--amp/--no-amp", default=_train_default("amp"), show_default=True, help="bf16 autocast on CUDA.")
+@click.option("--memory", type=click.Choice(["none", "unimodal", "full"]), default=_train_default("memory"),
+              show_default=True, help="none: without temporal; unimodal: U; full: C+U.")
+@click.option("--memory-length", type=int, default=_train_default("memory_length"), show_default=True,
+              help="K past steps in the memory.")
+@click.option("--heads", type=int, default=_train_default("heads"), show_default=True)
+@click.option("--dim", type=int, default=_train_default("dim"), show_default=True, help="Joint embedding C.")
+@click.option("--proj-layers", type=int, default=_train_default("proj_layers"), show_default=True)
+@click.option("--hidden", type=int, default=_train_default("hidden"), show_default=True, help="Classifier hidden size.")
+@click.option("--dropout", type=float, default=_train_default("dropout"), show_default=True)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def train_command(features, out, resume, no_progress, **options):
+    """Train the space-time memory network on a feature cache; one JSON line of metrics per epoch.
+
+    Several GPUs or machines: run the same command under torchrun.
+    """
+    import json
+
+    from avstm.memnet.train import train
+
+    config = make_config(TrainConfig, **options)
+    result = train(features, out, config=config, resume=resume, progress=not no_progress,
+                   on_epoch=lambda m: click.echo(json.dumps(m)))
+    if result.rank == 0:
+        click.echo(f"{result.best_path} (best), {result.last_path} (last)", err=True)
+
+
+from avstm.localize.run import LocalizeConfig  # noqa: E402  (kept beside its command)
+
+
+def _localize_default(name):
+    return config_default(LocalizeConfig, name)
+
+
+@cli.command("localize")
+@click.option("--video", type=click.Path(path_type=Path), help="The video to localize (any file FFmpeg reads).")
+@click.option("--features", type=click.Path(path_type=Path),
+              help="Instead of --video: a feature cache holding the video (with --id); no backbones run.")
+@click.option("--id", "video_id", help="The video's id in --features; with --video, the id used in maps.npz (default: file stem).")
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True, help="A trained model (avstm train).")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Folder for boxes.json, overlay.mp4 and maps.npz.")
+@click.option("--fps", type=int, default=None, help="Frames per second sampled [default: the checkpoint's extract fps].")
+@click.option("--boxes", type=click.Choice(["otsu", "rpn"]), default=_localize_default("boxes"), show_default=True,
+              help="otsu: threshold the map, box its contours; rpn: Faster R-CNN proposals scored by the map, NMS.")
+@click.option("--detector-weights", default=_localize_default("detector_weights"), show_default=True,
+              help="rpn: coco, random, or a state-dict file.")
+@click.option("--detector-min-size", type=int, default=_localize_default("detector_min_size"), show_default=True,
+              help="rpn: the detector's input size (shorter side).")
+@click.option("--detector-score-threshold", type=float, default=_localize_default("detector_score_threshold"),
+              show_default=True, help="rpn: minimum detector confidence of a proposal.")
+@click.option("--min-area", type=float, default=_localize_default("min_area"), show_default=True,
+              help="Drop boxes smaller than this fraction of the frame.")
+@click.option("--max-boxes", type=int, default=_localize_default("max_boxes"), show_default=True,
+              help="Boxes kept per frame, best first (0: all).")
+@click.option("--save-maps", is_flag=True, help="Also write the raw 8×8 maps as maps.npz.")
+@click.option("--no-overlay", is_flag=True, help="Do not write overlay.mp4.")
+@click.option("--visual-weights", default=None, help="Visual backbone weights file replacing the checkpoint's (same checksum).")
+@click.option("--audio-weights", default=None, help="VGGish weights file replacing the checkpoint's (same checksum).")
+@click.option("--device", default=_localize_default("device"), show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--batch-size", type=int, default=_localize_default("batch_size"), show_default=True,
+              help="Frames per backbone batch.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def localize_command(video, features, video_id, checkpoint, out, save_maps, no_overlay, quiet, **options):
+    """Localize the sounding objects of a video: boxes.json, overlay.mp4 (and maps.npz) in OUT."""
+    from avstm.localize.run import load_localize_model, localize, localize_cached, write_result
+
+    if (video is None) == (features is None):
+        raise click.UsageError("give either --video or --features with --id")
+    if features is not None and not video_id:
+        raise click.UsageError("--features needs --id")
+    if options["max_boxes"] == 0:
+        options["max_boxes"] = None
+    config = make_config(LocalizeConfig, **options)
+    model = load_localize_model(checkpoint, config=config, backbones=video is not None)
+    if video is not None:
+        result = localize(model, video, config=config, video_id=video_id, progress=not quiet)
+    else:
+        result = localize_cached(model, features, video_id, config=config, progress=not quiet)
+    written = write_result(result, out, overlay=not no_overlay, save_maps=save_maps, progress=not quiet)
+    for line in result.warnings:
+        click.echo(f"avstm: warning: {line}", err=True)
+    n = len(result.frames)
+    t = result.timings
+    click.echo(f"{written.boxes}: {n} frames of {result.video_id} at {result.fps} fps"
+               + (f"; {written.overlay}" if written.overlay else "")
+               + (f"; {written.maps}" if written.maps else ""))
+    if n:
+        click.echo("  s/frame: " + ", ".join(f"{k} {t.get(k, 0.0) / n:.4f}"
+                                             for k in ("decode", "backbones", "memnet", "boxes", "overlay")),
+                   err=True)
+
+
+from avstm.evaluate.baselines import BASELINES  # noqa: E402  (kept beside their command)
+from avstm.evaluate.run import EvaluateConfig  # noqa: E402
+
+
+def _evaluate_default(name):
+    return config_default(EvaluateConfig, name)
+
+
+def _named_checkpoints(values) -> list[tuple[str | None, str]]:
+    """--checkpoint values of --ablation: PATH (named by its memory setting) or NAME=PATH;
+    a value that is an existing path is a path even when it holds '='."""
+    out = []
+    for v in values:
+        name, sep, path = v.partition("=")
+        out.append((None, v) if Path(v).exists() or not sep else (name, path))
+    return out
+
+
+@cli.command("evaluate")
+@click.option("--annotations", type=click.Path(path_type=Path), required=True,
+              help="Box ground truth: avstm JSON, VGG-SS, Flickr XML folder, AudioSet-Instrument, COCO.")
+@click.option("--checkpoint", multiple=True, help="Trained model; with --ablation repeat it (PATH or NAME=PATH).")
+@click.option("--features", type=click.Path(path_type=Path), help="The feature cache (needed with --checkpoint).")
+@click.option("--maps", type=click.Path(path_type=Path), help="Score a maps .npz (keys '<video id>@<t.3f>') instead of a model.")
+@click.option("--baseline", type=click.Choice(list(BASELINES)), default=None,
+              help="Score a model-free baseline instead of a model.")
+@click.option("--ablation", is_flag=True, help="Every --checkpoint plus the baselines in one table.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output folder (default: beside the checkpoint, maps or annotations).")
+@click.option("--split", default=_evaluate_default("split"), show_default=True)
+@click.option("--size", type=click.Choice(["256", "224"]), default=str(_evaluate_default("size")),
+              show_default=True, help="Evaluation resolution (224 to compare with EZ-VSL/LVS).")
+@click.option("--binarisation", "modes", multiple=True,
+              help="value:T, top:P, median or max:R; repeatable (default: all four).")
+@click.option("--groups", type=click.Path(path_type=Path), default=None,
+              help="JSON of per-video 'hard' flags (default: meta.json beside the annotations).")
+@click.option("--tolerance", type=float, default=None,
+              help="Frame-time matching in seconds (default: half a frame interval).")
+@click.option("--figure-videos", type=int, default=_evaluate_default("figure_videos"), show_default=True)
+@click.option("--figure-frames", type=int, default=_evaluate_default("figure_frames"), show_default=True)
+@click.option("--device", default=_evaluate_default("device"), show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def evaluate_command(annotations, checkpoint, features, maps, ablation, out, groups, size, modes,
+                     quiet, **options):
+    """Score localization maps (a model, a maps file or a baseline) against box annotations.
+
+    Writes metrics.json and figure.png (or ablation.json with --ablation) into OUT.
+    """
+    from avstm.evaluate.run import evaluate, evaluate_ablation
+
+    options["size"] = int(size)
+    if modes:
+        options["modes"] = tuple(modes)
+    config = make_config(EvaluateConfig, **options)
+    if ablation:
+        if not checkpoint or features is None or maps is not None or config.baseline:
+            raise click.UsageError("--ablation needs --checkpoint (one or more) and --features, "
+                                   "and no --maps or --baseline")
+        named = _named_checkpoints(checkpoint)
+        out = out or Path(named[0][1]).parent / f"ablation-{config.split}"
+        result = evaluate_ablation(annotations, named, features=features, config=config,
+                                   out_dir=out, groups=groups, progress=not quiet)
+        click.echo(result.table)
+        click.echo(f"{result.path}", err=True)
+        return
+    if len(checkpoint) > 1:
+        raise click.UsageError("several --checkpoint values need --ablation")
+    ckpt = checkpoint[0] if checkpoint else None
+    if sum([ckpt is not None, maps is not None, config.baseline is not None]) != 1:
+        raise click.UsageError("give exactly one of --checkpoint, --maps or --baseline")
+    if out is None:
+        if ckpt is not None:
+            out = Path(ckpt).parent / f"eval-{Path(ckpt).stem}-{config.split}"
+        elif maps is not None:
+            out = maps.parent / f"eval-{maps.stem}"
+        else:
+            out = annotations.parent / f"eval-{config.baseline}"
+    result = evaluate(annotations, checkpoint=ckpt, features=features, maps=maps, config=config,
+                      out_dir=out, groups=groups, progress=not quiet)
+    click.echo(result.summary())
+    click.echo(f"{result.metrics_path}" + (f", {result.figure_path}" if result.figure_path else ""),
+               err=True)
+
+
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("avstm-demo"), show_default=True,
+              help="Folder for the dataset, cache, run, evaluation and localization.")
+@click.option("--videos", type=int, default=config_default(DemoConfig, "videos"), show_default=True)
+@click.option("--seconds", type=int, default=config_default(DemoConfig, "seconds"), show_default=True)
+@click.option("--epochs", type=int, default=config_default(DemoConfig, "epochs"), show_default=True)
+@click.option("--audio-weights", default=config_default(DemoConfig, "audio_weights"), show_default=True,
+              help="random (offline) or a VGGish state-dict file.")
+@click.option("--device", default=config_default(DemoConfig, "device"), show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def demo(out, quiet, **options):
+    """Every stage on a small generated dataset (CPU, a few minutes): synth, extract, train,
+    evaluate against the centre prior, localize one test video."""
+    from avstm.demo import run_demo
+
+    result = run_demo(out, config=make_config(DemoConfig, **options), progress=not quiet, log=click.echo)
+    click.echo(f"\nmetrics: {result.metrics}\nfigure:  {result.figure}\noverlay: {result.overlay}\n"
+               f"boxes:   {result.boxes}\ntimes (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.seconds.items()))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -348,36 +348,45 @@ def iter_frames(path: str | os.PathLike, *, fps: int = 4, size: tuple[int, int] 
                 times: Sequence[float] | None = None, threads: int = 0) -> Iterator[tuple[float, np.ndarray]]:
     """Stream the frames on screen at the sample times: yields (t, (H, W, 3) uint8 RGB).
 
-    Memory stays constant in the video's length (for ``localize`` over long videos). The
-    grid is open-ended here: frames at ``(j + 0.5) / fps`` until the video ends.
+    Memory stays constant in the video's length (for ``localize`` over long videos). Without
+    ``times``, the times are exactly those of ``decode`` (``frame_times`` of the decoded
+    duration, not the header's, which can be wrong): a frame is held back until its second is
+    known to lie inside the clip, so at most about one second of frames is buffered.
     """
     path = Path(path)
     selector = _FrameSelector(times, fps, size)
+    pending: list[tuple[float, np.ndarray]] = []  # grid frames whose second may lie past the end
+
+    def settled(pairs, seconds: int) -> Iterator[tuple[float, np.ndarray]]:
+        if times is not None:
+            yield from pairs
+            return
+        pending.extend(pairs)
+        while pending and int(math.floor(pending[0][0])) < seconds:
+            yield pending.pop(0)
+
     last_t = None
     with _open(path) as container:
         video, _ = _streams(container, path)
         _set_threads(video, threads)
         origin = _video_origin(video)
+        native_fps = float(video.average_rate or video.guessed_rate or 0.0)
+        frame_dur = 1.0 / native_fps if native_fps > 0 else 0.0
         try:
             for frame in container.decode(video):
                 t = _frame_time(frame, origin)
                 t = t if t is not None else (last_t + 1e-6 if last_t is not None else 0.0)
                 last_t = t
-                yield from selector.push(t, frame)
+                # the clip lasts at least until this frame ends: its whole seconds so far are in
+                yield from settled(list(selector.push(t, frame)), num_seconds(t + frame_dur))
         except av.FFmpegError as e:
             if selector.prev is None:
                 raise MediaError(path, f"cannot decode ({_reason(e)})") from None
         if selector.prev is None:
             raise MediaError(path, "no decodable video frame")
-        native_fps = float(video.average_rate or video.guessed_rate or 0.0)
-        end = (last_t or 0.0) + (1.0 / native_fps if native_fps > 0 else 0.0)
-        count = num_seconds(end) * fps if times is None else None
-    if times is None:
-        # on the grid, stop at the clip's end (at least one second's worth for a short clip)
-        for tj, rgb in selector.finish(count):
-            yield tj, rgb
-    else:
-        yield from selector.finish(None)
+    seconds = num_seconds((last_t or 0.0) + frame_dur)
+    rest = list(selector.finish(seconds * fps if times is None else None))
+    yield from settled(rest, seconds)
 
 
 def read_audio(path: str | os.PathLike, *, duration: float | None = None) -> tuple[np.ndarray, bool]:

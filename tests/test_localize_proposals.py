@@ -105,14 +105,10 @@ def test_missing_detector_weights_file_raises(tmp_path):
 
 def test_coco_weights_offline_raise_weights_error(tmp_path, monkeypatch):
     # An empty hub cache and an unreachable proxy: what a machine without internet sees.
-    old_hub = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # not torch.hub.set_dir: it would stick
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
-    try:
-        with pytest.raises(WeightsError, match="--detector-weights"):
-            load_detector("coco", **SMALL)
-    finally:
-        torch.hub.set_dir(old_hub)
+    with pytest.raises(WeightsError, match="--detector-weights"):
+        load_detector("coco", **SMALL)

@@ -1,17 +1,20 @@
 """The extract stage: decode videos in parallel workers, run the frozen backbones in large
 batches, write per-second maps into the HDF5 cache.
 
-    items ──(DataLoader workers: decode + log-mel)──► frames, log-mel examples
-          ──(main: backbones in batches, autocast on CUDA)──► maps
+    items ──(DataLoader workers: one decode pass per video + log-mel)──► frames, log-mel examples
+          ──(main: fixed-size batches cut across videos, pinned memory, non-blocking copies,
+             channels_last + bf16 autocast on CUDA; batch k+1 is launched before batch k is
+             collected)──► maps
           ──(writer thread)──► cache parts ──(close)──► cache.h5
 
 A video that fails (missing, corrupt, no video stream, non-finite features) is reported and
 skipped; it never stops the run nor leaves a partial entry. Under ``torchrun`` each rank takes
-every world-th video into its own shard and rank 0 merges the shards.
+every world-th video into its own shard and rank 0 merges the shards (a copy into one file).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import os
@@ -27,17 +30,34 @@ from tqdm import tqdm
 from avstm import media
 from avstm.cache import CacheWriter, VideoRecord, merge_caches
 from avstm.datasets import Dataset, VideoItem, second_labels
-from avstm.errors import AvstmError, MediaError
-from avstm.extract.backbones import VisualBackbone, load_visual_backbone, weights_checksum
+from avstm.errors import MediaError
+from avstm.extract.backbones import VISUAL_BACKBONES, VisualBackbone, load_visual_backbone, weights_checksum
 from avstm.extract.config import CONTENT_FIELDS, ExtractConfig
 from avstm.extract.vggish import example_windows, load_vggish, log_mel
 
+TIMING_KEYS = ("setup", "decode", "decode_wait", "stage", "transfer", "backbone", "write", "close")
+
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" → cuda when present, else cpu; anything else as torch reads it."""
+    """"auto" → cuda when present, else cpu; anything else as torch reads it. A bare "cuda"
+    under torchrun means this process's GPU, ``cuda:LOCAL_RANK``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+@dataclasses.dataclass
+class _Launched:
+    """A batch whose features are on their way to the host: visual (N, h, w, C_v), audio
+    (N, 6, 4, 512) float32 and finite (N,) bool CPU tensors, valid once ``event`` completed."""
+
+    visual: torch.Tensor
+    audio: torch.Tensor
+    finite: torch.Tensor
+    event: torch.cuda.Event | None
 
 
 class FeatureExtractor:
@@ -56,39 +76,109 @@ class FeatureExtractor:
         self.config = config.replace(
             visual_tap=self.visual_backbone.tap, visual_channels=self.visual_backbone.channels,
             visual_weights_sha=self.visual_backbone.checksum(), audio_weights_sha=weights_checksum(self.vggish))
-        cuda = self.device.type == "cuda"
+        self.cuda = self.device.type == "cuda"
         self.visual_net = self.visual_backbone.module.to(self.device)
         self.audio_net = self.vggish.to(self.device)
-        if cuda:
+        if self.cuda:
+            torch.cuda.set_device(self.device)  # events and pinned copies use the current device
+            torch.backends.cudnn.benchmark = True  # batches have one fixed shape
             self.visual_net = self.visual_net.to(memory_format=torch.channels_last)
         if config.compile:
             self.visual_net = torch.compile(self.visual_net)
+        # the backbone's input scaling, made once on the device (building it per batch from
+        # Python lists would be a synchronous copy that stalls the pipelined batches)
+        spec = VISUAL_BACKBONES[self.visual_backbone.name]
+        self._mean = torch.tensor(spec.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(spec.std, device=self.device).view(1, 3, 1, 1)
         # bf16 on CUDA: float16 overflows on random-init ResNet-152 features (~1e8); CPU stays fp32
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else contextlib.nullcontext()
+
+    def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, 3) uint8 on the device → (B, 3, H, W) float32 scaled for the backbone
+        (``VisualBackbone.preprocess``; channels_last on CUDA)."""
+        x = frames.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W) in [0, 1]
+        x = x.sub_(self._mean).div_(self._std)
+        return x.contiguous(memory_format=torch.channels_last) if self.cuda else x
+
+    def _to_host(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.cuda:
+            return x.contiguous()
+        host = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
+        return host.copy_(x, non_blocking=True)
 
     @torch.inference_mode()
+    def launch(self, frames: torch.Tensor, logmel: torch.Tensor, *, pad_to: int | None = None,
+               timings: dict | None = None) -> _Launched:
+        """Start one batch: frames (N, H, W, 3) uint8 and log-mel (N, 96, 64) float32 CPU tensors
+        (pinned for an asynchronous copy). On CUDA this returns before the results are ready;
+        ``collect`` waits. ``pad_to`` pads the batch with zeros (one shape for torch.compile).
+        With ``timings``, CUDA is synchronised to split transfer from backbone time."""
+        n = len(frames)
+        t0 = time.perf_counter()
+        x = frames.to(self.device, non_blocking=True)
+        m = logmel.to(self.device, non_blocking=True)
+        if pad_to is not None and n < pad_to:
+            x = torch.cat([x, x.new_zeros((pad_to - n, *x.shape[1:]))])
+            m = torch.cat([m, m.new_zeros((pad_to - n, *m.shape[1:]))])
+        if timings is not None and self.cuda:
+            torch.cuda.synchronize(self.device)
+            t1 = time.perf_counter()
+            timings["transfer"] += t1 - t0
+            t0 = t1
+        x = self.preprocess(x)  # (B, 3, H, W)
+        with self.autocast:
+            v = self.visual_net(x)[:n]  # (N, C_v, h, w)
+            a = self.audio_net(m)[:n]  # (N, 512, 6, 4)
+        v = v.float().permute(0, 2, 3, 1).contiguous()  # (N, h, w, C_v)
+        a = a.float().permute(0, 2, 3, 1).contiguous()  # (N, 6, 4, 512)
+        finite = torch.isfinite(v).flatten(1).all(1) & torch.isfinite(a).flatten(1).all(1)  # (N,)
+        if timings is not None and self.cuda:
+            torch.cuda.synchronize(self.device)
+            t1 = time.perf_counter()
+            timings["backbone"] += t1 - t0
+            t0 = t1
+        out = _Launched(self._to_host(v), self._to_host(a), self._to_host(finite), None)
+        if self.cuda:
+            out.event = torch.cuda.Event()
+            out.event.record()
+        if timings is not None:
+            if self.cuda:
+                out.event.synchronize()
+            timings["transfer" if self.cuda else "backbone"] += time.perf_counter() - t0
+        return out
+
+    @staticmethod
+    def collect(launched: _Launched) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Wait for a launched batch: visual (N, h, w, C_v), audio (N, 6, 4, 512) float32,
+        finite (N,) bool, on the CPU."""
+        if launched.event is not None:
+            launched.event.synchronize()
+        return launched.visual, launched.audio, launched.finite
+
+    def _pinned(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.as_tensor(x)
+        return x.pin_memory() if self.cuda and not x.is_pinned() else x
+
     def visual(self, frames: torch.Tensor | np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 RGB → (N, h, w, C_v) float32 channels-last maps (8×8 at 256×256)."""
-        frames = torch.as_tensor(frames)
+        frames = self._pinned(frames)
         out = []
         for i in range(0, len(frames), self.batch_size):
-            x = frames[i:i + self.batch_size].to(self.device, non_blocking=True)
-            x = self.visual_backbone.preprocess(x)
-            if self.device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with self.autocast:
-                y = self.visual_net(x)
-            out.append(y.float().permute(0, 2, 3, 1).cpu())  # (B, h, w, C)
+            x = frames[i:i + self.batch_size]
+            with torch.inference_mode():
+                y = self.preprocess(x.to(self.device, non_blocking=True))
+                with self.autocast:
+                    y = self.visual_net(y)
+                out.append(y.float().permute(0, 2, 3, 1).cpu())  # (B, h, w, C)
         return torch.cat(out).numpy() if out else np.zeros((0, 8, 8, self.config.visual_channels), np.float32)
 
-    @torch.inference_mode()
     def audio(self, examples: torch.Tensor | np.ndarray) -> np.ndarray:
         """(N, 96, 64) float32 log-mel examples → (N, 6, 4, 512) float32 channels-last maps."""
-        examples = torch.as_tensor(examples)
+        examples = self._pinned(examples)
         out = []
         for i in range(0, len(examples), 4 * self.batch_size):
             x = examples[i:i + 4 * self.batch_size].to(self.device, non_blocking=True)
-            with self.autocast:
+            with torch.inference_mode(), self.autocast:
                 y = self.audio_net(x)  # (B, 512, 6, 4)
             out.append(y.float().permute(0, 2, 3, 1).cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, 6, 4, 512), np.float32)
@@ -141,9 +231,82 @@ def _worker_init(_):
     torch.set_num_threads(1)
 
 
+def decode_loader(items: list[VideoItem], config: ExtractConfig) -> torch.utils.data.DataLoader:
+    """The decoding DataLoader of ``extract``: yields one :class:`Decoded` per item, in order,
+    decoded by ``config.workers`` processes (each with one torch thread) running ahead."""
+    return torch.utils.data.DataLoader(
+        _DecodeSet(items, config), batch_size=None, shuffle=False, num_workers=config.workers,
+        collate_fn=lambda d: d, worker_init_fn=_worker_init if config.workers else None,
+        prefetch_factor=4 if config.workers else None, persistent_workers=False)
+
+
+class _Batcher:
+    """Cuts the frames of consecutive videos into backbone batches of a fixed size, and hands a
+    video back once the features of all its frames have come back."""
+
+    def __init__(self, size: int, pin: bool):
+        self.size, self.pin = size, pin
+        self.inputs: collections.deque = collections.deque()  # (frames, logmel) not yet batched
+        self.buffered = 0
+        self.videos: collections.deque = collections.deque()  # Decoded waiting for features
+        self.outputs: collections.deque = collections.deque()  # (visual, audio, finite) chunks
+        self.ready = 0
+
+    def add(self, d: Decoded) -> None:
+        self.inputs.append((d.frames, d.logmel))
+        self.buffered += len(d.frames)
+        self.videos.append(d)
+
+    def take(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next ``n`` buffered frames and their log-mel examples, in (pinned) batch tensors."""
+        parts = _take(self.inputs, n)
+        self.buffered -= n
+        first_f, first_m = parts[0]
+        frames = torch.empty((n, *first_f.shape[1:]), dtype=first_f.dtype, pin_memory=self.pin)
+        logmel = torch.empty((n, *first_m.shape[1:]), dtype=first_m.dtype, pin_memory=self.pin)
+        torch.cat([p[0] for p in parts], out=frames)
+        torch.cat([p[1] for p in parts], out=logmel)
+        return frames, logmel
+
+    def done(self, visual: torch.Tensor, audio: torch.Tensor, finite: torch.Tensor
+             ) -> Iterator[tuple[Decoded, np.ndarray, np.ndarray, bool]]:
+        """Add a batch's features; yield (video, visual (N, h, w, C), audio (N, 6, 4, 512), finite)
+        for each video now complete."""
+        self.outputs.append((visual, audio, finite))
+        self.ready += len(visual)
+        while self.videos and len(self.videos[0].frames) <= self.ready:
+            d = self.videos.popleft()
+            n = len(d.frames)
+            v, a, f = (torch.cat(x) if len(x) > 1 else x[0] for x in zip(*_take(self.outputs, n)))
+            self.ready -= n
+            yield d, v.numpy(), a.numpy(), bool(f.all())
+
+
+def _take(chunks: collections.deque, n: int) -> list[tuple[torch.Tensor, ...]]:
+    """Pop the first ``n`` rows off a deque of equally long tuples of tensors (splitting one)."""
+    parts = []
+    while n > 0:
+        head = chunks.popleft()
+        k = len(head[0])
+        if k > n:
+            chunks.appendleft(tuple(t[n:] for t in head))
+            head, k = tuple(t[:n] for t in head), n
+        parts.append(head)
+        n -= k
+    return parts
+
+
 @dataclasses.dataclass
 class ExtractResult:
-    """What a run did. ``failed``: (id, path, reason) per video that could not be extracted."""
+    """What a run did. ``failed``: (id, path, reason) per video that could not be extracted.
+
+    ``timings`` (seconds): setup (loading the backbones), decode (summed over the decoding
+    workers, who run in parallel), decode_wait (the main process waiting for decoded videos),
+    stage (cutting batches into pinned memory), transfer (host↔device copies; only measured
+    with ``profile=True`` on CUDA, else inside backbone), backbone, write (waiting for the
+    cache writer), close (the writer's final join of its parts into the cache; under torchrun
+    also the merge of the shards).
+    """
 
     out: str
     done: int = 0
@@ -151,7 +314,7 @@ class ExtractResult:
     failed: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
     frames: int = 0
     wall: float = 0.0
-    timings: dict[str, float] = dataclasses.field(default_factory=dict)  # decode_wait, backbone, write
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
     config: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -159,9 +322,12 @@ class ExtractResult:
         return self.frames / self.wall if self.wall > 0 else 0.0
 
     def summary(self) -> str:
+        t = self.timings
         lines = [f"{self.out}: {self.done} videos extracted, {self.skipped} already cached, "
                  f"{len(self.failed)} failed; {self.frames} frames in {self.wall:.1f} s "
                  f"({self.frames_per_second:.1f} frames/s)"]
+        if self.frames:
+            lines.append("  time: " + ", ".join(f"{k} {t.get(k, 0.0):.1f} s" for k in TIMING_KEYS))
         lines += [f"  failed: {path}: {reason}" for _, path, reason in self.failed]
         return "\n".join(lines)
 
@@ -175,47 +341,52 @@ def _dist() -> tuple[int, int]:
     return 0, 1
 
 
-def _batches(loader: Iterator[Decoded], batch_frames: int, timings: dict) -> Iterator[list[Decoded]]:
-    """Group decoded videos until they hold ``batch_frames`` frames (failures pass alone)."""
-    group: list[Decoded] = []
-    n = 0
-    it = iter(loader)
-    while True:
-        t0 = time.perf_counter()
-        try:
-            d = next(it)
-        except StopIteration:
-            break
-        finally:
-            timings["decode_wait"] += time.perf_counter() - t0
-        if d.error is not None:
-            yield [d]
-            continue
-        group.append(d)
-        n += len(d.frames)
-        if n >= batch_frames:
-            yield group
-            group, n = [], 0
-    if group:
-        yield group
+def shard_path(out: Path, rank: int, world: int) -> Path:
+    """The cache a rank writes under torchrun: ``<stem>.shard{rank}of{world}<suffix>``."""
+    return out.with_name(f"{out.stem}.shard{rank}of{world}{out.suffix}")
 
 
 def extract(dataset: Dataset, out: str | os.PathLike, *, config: ExtractConfig = ExtractConfig(),
-            progress: bool = True) -> ExtractResult:
+            progress: bool = True, profile: bool = False) -> ExtractResult:
     """Extract the features of ``dataset``'s videos into the cache ``out`` (resumable).
 
     Videos already in ``out`` are skipped without reading their data; ``config.limit`` caps the
     number of new videos. Returns the run's summary; failures are listed, not raised.
+    ``profile``: synchronise CUDA around copies and compute so that ``timings`` splits them
+    (costs the overlap of one batch's copies with the next one's compute).
     """
     out = Path(out)
     rank, world = _dist()
     t_start = time.perf_counter()
     extractor = FeatureExtractor(config)
+    with _main_threads(1 if extractor.cuda and config.workers > 0 else None):
+        return _extract(dataset, out, extractor, rank, world, t_start, progress, profile)
+
+
+@contextlib.contextmanager
+def _main_threads(n: int | None):
+    """Run with ``n`` torch threads in this process (None: unchanged), restored afterwards.
+
+    With the model on a GPU the main process only batches and copies; its default of one
+    thread per core would compete with every decoding worker for the cores (and OpenMP threads
+    that lose their core spin), slowing both.
+    """
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _extract(dataset: Dataset, out: Path, extractor: FeatureExtractor, rank: int, world: int,
+             t_start: float, progress: bool, profile: bool) -> ExtractResult:
     cfg = extractor.config
-    stored = {k: v for k, v in cfg.to_dict().items()}
-    target = out if world == 1 else out.with_name(f"{out.stem}.shard{rank}of{world}{out.suffix}")
-    result = ExtractResult(out=str(out), config=stored,
-                           timings={"decode_wait": 0.0, "backbone": 0.0, "write": 0.0})
+    stored = cfg.to_dict()
+    target = out if world == 1 else shard_path(out, rank, world)
+    timings = dict.fromkeys(TIMING_KEYS, 0.0)
+    result = ExtractResult(out=str(out), config=stored, timings=timings)
     with CacheWriter(target, config=stored, classes=dataset.classes, content_fields=CONTENT_FIELDS) as writer:
         done = writer.done_ids()
         if world > 1 and out.exists():
@@ -227,58 +398,90 @@ def extract(dataset: Dataset, out: str | os.PathLike, *, config: ExtractConfig =
         result.skipped = len(mine) - len(todo)
         if cfg.limit is not None:
             todo = todo[:cfg.limit]
-        loader = torch.utils.data.DataLoader(
-            _DecodeSet(todo, cfg), batch_size=None, shuffle=False, num_workers=cfg.workers,
-            collate_fn=lambda d: d, worker_init_fn=_worker_init if cfg.workers else None,
-            prefetch_factor=4 if cfg.workers else None, persistent_workers=False,
-            pin_memory=extractor.device.type == "cuda")
         bar = tqdm(total=len(todo), unit="video", disable=not progress or not sys.stderr.isatty(),
                    desc=f"extract{'' if world == 1 else f' [rank {rank}]'}")
-        for group in _batches(loader, cfg.batch_size, result.timings):
-            if group[0].error is not None:
-                d = group[0]
+        batcher = _Batcher(cfg.batch_size, pin=extractor.cuda)
+        sync_timings = timings if profile else None
+        pad_to = cfg.batch_size if cfg.compile else None
+
+        def finish(launched: _Launched) -> None:
+            t0 = time.perf_counter()
+            outputs = extractor.collect(launched)
+            timings["backbone"] += time.perf_counter() - t0
+            for d, visual, audio, finite in batcher.done(*outputs):
+                t0 = time.perf_counter()
+                _write(writer, result, dataset, d, visual, audio, finite)
+                timings["write"] += time.perf_counter() - t0
+                bar.update(1)
+            bar.set_postfix(frames_per_s=f"{result.frames / max(time.perf_counter() - t_start, 1e-9):.1f}")
+
+        def launch(n: int) -> _Launched:
+            t0 = time.perf_counter()
+            frames, logmel = batcher.take(n)
+            t1 = time.perf_counter()
+            timings["stage"] += t1 - t0
+            launched = extractor.launch(frames, logmel, pad_to=pad_to, timings=sync_timings)
+            if sync_timings is None:
+                timings["backbone"] += time.perf_counter() - t1
+            return launched
+
+        timings["setup"] = time.perf_counter() - t_start
+        in_flight: _Launched | None = None
+        loader = iter(decode_loader(todo, cfg))
+        while True:
+            t0 = time.perf_counter()
+            d = next(loader, None)
+            timings["decode_wait"] += time.perf_counter() - t0
+            if d is None:
+                break
+            if d.error is not None:
                 result.failed.append((d.item.id, d.item.path, d.error))
                 bar.update(1)
                 continue
-            t0 = time.perf_counter()
-            visual = extractor.visual(torch.cat([d.frames for d in group]))
-            audio = extractor.audio(torch.cat([d.logmel for d in group]))
-            result.timings["backbone"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            start = 0
-            for d in group:
-                n = len(d.frames)
-                s, t = d.times.shape
-                rec = VideoRecord(
-                    id=d.item.id, visual=visual[start:start + n].reshape(s, t, *visual.shape[1:]),
-                    audio=audio[start:start + n].reshape(s, t, *audio.shape[1:]), times=d.times,
-                    labels=second_labels(d.item, s, dataset.classes),
-                    label=dataset.classes.index(d.item.label), split=d.item.split, source=d.item.path,
-                    duration=d.duration, has_audio=d.has_audio)
-                start += n
-                if not (np.isfinite(rec.visual).all() and np.isfinite(rec.audio).all()):
-                    result.failed.append((d.item.id, d.item.path, "backbone produced inf or NaN"))
-                    continue
-                writer.write(rec)
-                result.done += 1
-                result.frames += n
-            result.timings["write"] += time.perf_counter() - t0
-            bar.update(len(group))
-            bar.set_postfix(frames_per_s=f"{result.frames / max(time.perf_counter() - t_start, 1e-9):.1f}")
+            timings["decode"] += d.seconds
+            batcher.add(d)
+            while batcher.buffered >= cfg.batch_size:
+                launched = launch(cfg.batch_size)  # batch k+1 starts before batch k is written
+                if in_flight is not None:
+                    finish(in_flight)
+                in_flight = launched
+        if batcher.buffered:
+            launched = launch(batcher.buffered)
+            if in_flight is not None:
+                finish(in_flight)
+            in_flight = launched
+        if in_flight is not None:
+            finish(in_flight)
         bar.close()
         t0 = time.perf_counter()
-    result.timings["write"] += time.perf_counter() - t0  # the final join
-    for vid, reason in writer.rejected:
-        result.done -= 1
-        result.failed.append((vid, next(it.path for it in dataset.items if it.id == vid), reason))
     if world > 1:
         import torch.distributed as dist
         dist.barrier()
         if rank == 0:
-            shards = [out.with_name(f"{out.stem}.shard{r}of{world}{out.suffix}") for r in range(world)]
+            shards = [shard_path(out, r, world) for r in range(world)]
             merge_caches(([out] if out.exists() else []) + shards, out)
             for s in shards:
                 s.unlink()
+                s.with_name(s.name + ".lock").unlink(missing_ok=True)  # its writer has closed
         dist.barrier()
+    timings["close"] += time.perf_counter() - t0  # the writer's final join (and the merge)
     result.wall = time.perf_counter() - t_start
     return result
+
+
+def _write(writer: CacheWriter, result: ExtractResult, dataset: Dataset, d: Decoded,
+           visual: np.ndarray, audio: np.ndarray, finite: bool) -> None:
+    """Queue one finished video for the cache (or record why it failed)."""
+    if not finite:
+        result.failed.append((d.item.id, d.item.path, "backbone produced inf or NaN"))
+        return
+    n = len(d.frames)
+    s, t = d.times.shape
+    writer.write(VideoRecord(
+        id=d.item.id, visual=visual.reshape(s, t, *visual.shape[1:]),
+        audio=audio.reshape(s, t, *audio.shape[1:]), times=d.times,
+        labels=second_labels(d.item, s, dataset.classes),
+        label=dataset.classes.index(d.item.label), split=d.item.split, source=d.item.path,
+        duration=d.duration, has_audio=d.has_audio))
+    result.done += 1
+    result.frames += n

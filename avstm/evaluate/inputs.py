@@ -1,0 +1,186 @@
+"""Evaluate's inputs besides the annotations: maps files (``.npz`` of maps from anywhere),
+the memory network's maps over a cached video, and the files that put videos into groups
+(e.g. the normal and hard videos of ``avstm synth``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+
+from avstm.cache import FeatureCache, compare_configs
+from avstm.errors import AnnotationError, AvstmError, ConfigMismatch
+from avstm.io import atomic_path
+
+MAPS_TOLERANCE = 0.0005  # seconds: the rounding of a maps key's 3 decimals
+
+
+# ---- maps files ----------------------------------------------------------------------------
+
+
+def maps_key(video: str, time: float) -> str:
+    """The key of one map in a maps file: ``"<video id>@<time with 3 decimals>"``."""
+    return f"{video}@{float(time):.3f}"
+
+
+def write_maps(path: str | os.PathLike, maps: Mapping[tuple[str, float], np.ndarray]) -> Path:
+    """Write {(video id, time): (h, w) float map} as a maps file (``.npz``) atomically."""
+    arrays = {maps_key(v, t): np.asarray(m, dtype=np.float32) for (v, t), m in maps.items()}
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    return Path(path)
+
+
+class MapsFile:
+    """A maps file opened lazily: ``times(video)`` sorted (N,) float64, ``map(video, i)``."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        try:
+            self._npz = np.load(self.path, allow_pickle=False)
+            keys = list(self._npz.files)
+        except (OSError, ValueError) as e:
+            raise AvstmError(f"{self.path}: not a readable .npz maps file ({e})") from None
+        index: dict[str, list[tuple[float, str]]] = {}
+        for key in keys:
+            vid, sep, t = key.rpartition("@")
+            try:
+                index.setdefault(vid, []).append((float(t), key))
+            except ValueError:
+                vid = ""
+            if not sep or not vid:
+                raise AvstmError(f"{self.path}: key {key!r} is not \"<video id>@<time>\"")
+        self._index = {v: sorted(items) for v, items in index.items()}
+
+    def videos(self) -> list[str]:
+        return sorted(self._index)
+
+    def times(self, video: str) -> np.ndarray:
+        return np.array([t for t, _ in self._index.get(video, [])], dtype=np.float64)
+
+    def map(self, video: str, i: int) -> np.ndarray:
+        key = self._index[video][i][1]
+        m = np.asarray(self._npz[key])
+        if m.ndim != 2 or min(m.shape) < 1:
+            raise AvstmError(f"{self.path}: map {key!r} has shape {m.shape}, needs (h, w)")
+        if m.dtype != bool and not np.isfinite(m.astype(np.float64)).all():
+            raise AvstmError(f"{self.path}: map {key!r} holds NaN or infinite values")
+        return m
+
+
+def match_time(times: np.ndarray, t: float, tolerance: float) -> int | None:
+    """Index of the entry of ``times`` nearest ``t`` (ties: the later one) if within
+    ``tolerance`` seconds, else None."""
+    if not len(times):
+        return None
+    d = np.abs(np.asarray(times, dtype=np.float64) - t)
+    i = int(len(d) - 1 - np.argmin(d[::-1]))  # the last of equal distances
+    return i if d[i] <= tolerance + 1e-9 else None
+
+
+# ---- groups (e.g. normal / hard videos of avstm synth) -------------------------------------
+
+
+def read_groups(path: str | os.PathLike) -> dict[str, str]:
+    """Video id -> group name from ``avstm synth``'s meta.json (``{"videos": {id: {"hard":
+    bool}}}`` -> "hard" / "normal"), or from a plain JSON object id -> group name or bool."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise AnnotationError(path, f"not a readable groups JSON file ({e})") from None
+    videos = data.get("videos", data) if isinstance(data, dict) else None
+    if not isinstance(videos, dict):
+        raise AnnotationError(path, "expected {\"videos\": {id: {\"hard\": bool}}} or {id: group}")
+    out = {}
+    for vid, v in videos.items():
+        g = v.get("hard") if isinstance(v, dict) else v
+        if isinstance(g, bool):
+            out[str(vid)] = "hard" if g else "normal"
+        elif isinstance(g, str) and g:
+            out[str(vid)] = g
+        else:
+            raise AnnotationError(path, f"video {vid!r}: no \"hard\" flag or group name")
+    return out
+
+
+def find_groups(annotations: str | os.PathLike) -> Path | None:
+    """``meta.json`` beside an annotation file when it holds per-video "hard" flags, else None."""
+    meta = Path(annotations).parent / "meta.json"
+    try:
+        videos = json.loads(meta.read_text(encoding="utf-8")).get("videos")
+    except (OSError, ValueError, AttributeError):
+        return None
+    ok = isinstance(videos, dict) and videos and all(
+        isinstance(v, dict) and isinstance(v.get("hard"), bool) for v in videos.values())
+    return meta if ok else None
+
+
+# ---- the model's maps -----------------------------------------------------------------------
+
+
+@dataclass
+class VideoMaps:
+    """The maps of one video: ``times`` (N,) or None (a baseline: every time), ``get(i)`` the
+    map, step classes where a model gives them."""
+
+    times: np.ndarray | None
+    get: Callable[[int], np.ndarray]
+    pred_class: np.ndarray | None = None  # (N,) argmax of the step's logits
+    true_class: np.ndarray | None = None  # (N,) label of the step's second
+    seconds: tuple[int, int] = (0, 0)  # (correct, total) per-second classification
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" -> cuda when present, else cpu; anything else as torch reads it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def run_model(model, cache: FeatureCache, video: str, *, device="cpu"):
+    """The model over a cached video's whole sequence as one causal clip.
+
+    Returns times (S·T,) float64, maps (S·T, h, w) float32, logits (S·T, classes) float32.
+    """
+    vis = torch.from_numpy(cache.visual(video))  # (S, T, h, w, C_v)
+    aud = torch.from_numpy(cache.audio(video))  # (S, T, 6, 4, 512)
+    vis = vis.flatten(0, 1).permute(0, 3, 1, 2).unsqueeze(0)  # (1, S·T, C_v, h, w)
+    aud = aud.flatten(0, 1).permute(0, 3, 1, 2).unsqueeze(0)  # (1, S·T, 512, 6, 4)
+    out = model(vis.to(device), aud.to(device))
+    return (cache.times(video).reshape(-1), out.maps[0].float().cpu().numpy(),
+            out.logits[0].float().cpu().numpy())
+
+
+def model_video(model, cache: FeatureCache, vid: str, device) -> VideoMaps:
+    """The model's maps of one cached video, each step's predicted class and its second's
+    label (background = len(classes)), and the per-second accuracy (logits averaged over the
+    second's T steps)."""
+    times, maps, logits = run_model(model, cache, vid, device=device)
+    labels = cache.labels(vid)  # (S,)
+    s = len(labels)
+    per_second = logits.reshape(s, -1, logits.shape[-1]).mean(axis=1).argmax(-1)  # (S,)
+    steps = maps.shape[0] // s
+    return VideoMaps(times, lambda i: maps[i], logits.argmax(-1), np.repeat(labels, steps),
+                     (int((per_second == labels).sum()), s))
+
+
+def check_fit(info, cache: FeatureCache, checkpoint) -> None:
+    """Refuse a checkpoint trained on features of another extract config or classes."""
+    from avstm.extract.config import CONTENT_FIELDS
+
+    if info.extract_config:
+        diff = compare_configs(info.extract_config, cache.config, fields=CONTENT_FIELDS)
+        if diff:
+            raise ConfigMismatch(f"{checkpoint}: trained on features of another extract config "
+                                 f"than {cache.path} (differs in {', '.join(diff)})")
+    if info.classes and list(info.classes) != list(cache.classes):
+        raise ConfigMismatch(f"{checkpoint}: trained with other classes than {cache.path}")

@@ -1,0 +1,115 @@
+"""Saving and loading trained STM networks.
+
+A checkpoint is a ``torch.save`` of plain data, loadable with ``weights_only=True``::
+
+    {"format": "avstm-checkpoint/1", "version": <avstm version>,
+     "config": ModelConfig.to_dict(), "model": state_dict (incl. the normalisation buffers),
+     "train_config": TrainConfig.to_dict(), "classes": [...], "extract_config": {...},
+     "epoch": completed epochs, "metrics": {...}, "optimizer": state_dict or None,
+     "best": {"metric": name, "value": float} or None}
+
+Loading rebuilds ``ModelConfig`` first and the module from it; nothing is inferred from weight
+shapes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from avstm import __version__
+from avstm.errors import CheckpointError
+from avstm.io import atomic_path
+from avstm.memnet.model import ModelConfig, STMNet
+
+FORMAT = "avstm-checkpoint/1"
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint records besides the weights."""
+
+    model_config: ModelConfig
+    train_config: object  # avstm.memnet.train.TrainConfig
+    classes: list[str]  # event classes; background = len(classes)
+    extract_config: dict  # the extract config of the cache it was trained on
+    epoch: int  # completed epochs
+    metrics: dict  # the metrics of that epoch
+
+
+def _plain(obj):
+    """JSON-able plain data (tuples become lists), so that weights_only loading accepts it."""
+    return json.loads(json.dumps(obj))
+
+
+def save_checkpoint(path: str | os.PathLike, model: STMNet, *, train_config: dict,
+                    classes: list[str], extract_config: dict, epoch: int,
+                    metrics: dict | None = None, optimizer: dict | None = None,
+                    best: dict | None = None) -> Path:
+    """Write ``model`` and its provenance to ``path`` atomically; returns the path.
+
+    ``optimizer`` is an optimizer state_dict (kept for ``--resume``; omit it in exports).
+    """
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    ckpt = {
+        "format": FORMAT,
+        "version": __version__,
+        "config": _plain(model.config.to_dict()),
+        "model": state,
+        "train_config": _plain(train_config),
+        "classes": list(map(str, classes)),
+        "extract_config": _plain(extract_config),
+        "epoch": int(epoch),
+        "metrics": _plain(metrics or {}),
+        "optimizer": optimizer,
+        "best": _plain(best) if best is not None else None,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+    return Path(path)
+
+
+def read_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> dict:
+    """The raw checkpoint dict (see the module docstring), checked for its format."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # torch raises pickle, zip and runtime errors alike
+        first = (str(e).strip().splitlines() or [""])[0][:160]  # torch's text runs over many lines
+        raise CheckpointError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {first})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an avstm checkpoint (expected format {FORMAT})")
+    return ckpt
+
+
+def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu"
+               ) -> tuple[STMNet, CheckpointInfo]:
+    """Rebuild the trained network from a checkpoint alone, in eval mode on ``device``.
+
+    The model takes raw cached features (its normalisation buffers come with it).
+    """
+    from avstm.memnet.train import TrainConfig  # train imports this module
+
+    ckpt = read_checkpoint(path, device=device)
+    try:
+        config = ModelConfig.from_dict(ckpt["config"])
+        model = STMNet(config)
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise CheckpointError(f"{path}: model does not fit its config ({first})") from None
+    info = CheckpointInfo(
+        model_config=config,
+        train_config=TrainConfig.from_dict(ckpt.get("train_config") or {}),
+        classes=list(ckpt.get("classes", [])),
+        extract_config=dict(ckpt.get("extract_config") or {}),
+        epoch=int(ckpt.get("epoch", 0)),
+        metrics=dict(ckpt.get("metrics") or {}),
+    )
+    return model.to(device).eval(), info

@@ -1,0 +1,280 @@
+"""Reading the feature cache for training: normalisation statistics, the one-random-second
+training set, the whole-video validation set, and an in-memory copy of a split.
+
+A ``FeatureCache`` (an open HDF5 file) is never shared between processes: the datasets keep
+only the cache's path and open it lazily, once per DataLoader worker.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+from tqdm import tqdm
+
+from avstm.cache import FP16_LIMIT, FeatureCache
+from avstm.errors import CacheError
+
+LABEL_MODES = ("video", "segment")  # weak video label on every step | per-second labels
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the trainer needs to know of a video without reading its maps."""
+
+    id: str
+    label: int  # event class index
+    num_seconds: int  # S
+
+
+@dataclass
+class NormStats:
+    """Per-channel mean and std of raw cached features over a split: visual (C_v,), audio (512,),
+    float64. Constant channels get std 1 so that they map to 0 and not to NaN."""
+
+    visual_mean: np.ndarray
+    visual_std: np.ndarray
+    audio_mean: np.ndarray
+    audio_std: np.ndarray
+
+
+class _Moments:
+    """Streaming per-channel mean and sum of squared deviations (Chan et al.'s merge), float64,
+    exact for features as large as 1e8 where E[x²] − E[x]² would cancel."""
+
+    def __init__(self, channels: int):
+        self.n = 0
+        self.mean = np.zeros(channels)
+        self.m2 = np.zeros(channels)
+
+    def add(self, x: np.ndarray) -> None:
+        x = x.reshape(-1, x.shape[-1]).astype(np.float64)  # (N, C)
+        n = x.shape[0]
+        if n == 0:
+            return
+        mean = x.mean(axis=0)
+        m2 = ((x - mean) ** 2).sum(axis=0)
+        total = self.n + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta**2 * (self.n * n / total)
+        self.n = total
+
+    def std(self) -> np.ndarray:
+        std = np.sqrt(self.m2 / max(self.n, 1))
+        ok = np.isfinite(std) & (std > 1e-12 * max(float(np.nanmax(std, initial=0.0)), 1e-30))
+        return np.where(ok, std, 1.0)
+
+
+def compute_stats(cache_path: str | os.PathLike, ids: list[str], *, progress: bool = False
+                  ) -> NormStats:
+    """Per-channel statistics of the raw features of videos ``ids`` (all their frames)."""
+    with FeatureCache(cache_path) as cache:
+        vis = aud = None
+        for vid in tqdm(ids, desc="feature statistics", disable=not progress, leave=False):
+            v, a = cache.visual(vid), cache.audio(vid)  # (S, T, 8, 8, C_v), (S, T, 6, 4, 512)
+            if vis is None:
+                vis, aud = _Moments(v.shape[-1]), _Moments(a.shape[-1])
+            vis.add(v)
+            aud.add(a)
+    if vis is None:
+        raise CacheError(f"{cache_path}: no videos to compute feature statistics from")
+    if not (np.all(np.isfinite(vis.mean)) and np.all(np.isfinite(aud.mean))):
+        raise CacheError(f"{cache_path}: cached features contain inf or NaN")
+    return NormStats(vis.mean, vis.std(), aud.mean, aud.std())
+
+
+def video_infos(cache: FeatureCache, split: str) -> list[VideoInfo]:
+    """The videos of ``split`` in the cache's (sorted) order."""
+    out = []
+    for vid in cache.ids(split):
+        e = cache.entry(vid)
+        out.append(VideoInfo(id=vid, label=int(e.label), num_seconds=int(e.num_seconds)))
+    return out
+
+
+def _stored_half(cache: FeatureCache) -> bool:
+    """Whether the cache stores float16 maps (then a float16 copy in memory is lossless)."""
+    return str(cache.config.get("dtype", "float32")) == "float16"
+
+
+def split_bytes(cache_path: str | os.PathLike, infos: list[VideoInfo]) -> int:
+    """Bytes that ``preload`` of ``infos`` takes in memory."""
+    if not infos:
+        return 0
+    with FeatureCache(cache_path) as cache:
+        v = cache.visual(infos[0].id, seconds=0)  # (T, 8, 8, C_v)
+        a = cache.audio(infos[0].id, seconds=0)  # (T, 6, 4, 512)
+        width = 2 if _stored_half(cache) else 4
+    return (v.size + a.size) * width * sum(i.num_seconds for i in infos)
+
+
+def available_memory() -> int:
+    """Bytes of RAM available now (Linux), or 0 where unknown."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+@dataclass
+class _Held:
+    """One video in memory, channels-first: visual (S, T, C_v, 8, 8) and audio (S, T, 512, 6, 4)
+    as float16 divided by a power-of-two scale (from a float16 cache: bit-exact, half the RAM)
+    or as float32 with scale 1; labels (S,) int64."""
+
+    visual: np.ndarray
+    visual_scale: float
+    audio: np.ndarray
+    audio_scale: float
+    labels: np.ndarray
+
+
+def _pack(x: np.ndarray, half: bool) -> tuple[np.ndarray, float]:
+    """Channels-last (S, T, H, W, C) float32 → channels-first copy and its scale."""
+    x = x.transpose(0, 1, 4, 2, 3)
+    if not half:
+        return np.ascontiguousarray(x, dtype=np.float32), 1.0
+    m = float(np.max(np.abs(x))) if x.size else 0.0
+    # The cache's own rule: a power of two keeps |stored| < FP16_LIMIT, and division by it is exact.
+    scale = 1.0 if m < FP16_LIMIT else float(2.0 ** math.ceil(math.log2(m / FP16_LIMIT)))
+    return np.ascontiguousarray(x / scale, dtype=np.float16), scale
+
+
+def preload(cache_path: str | os.PathLike, infos: list[VideoInfo], *, progress: bool = False
+            ) -> dict[str, _Held]:
+    """Read videos ``infos`` into memory (id → _Held), in the precision the cache stores."""
+    out = {}
+    with FeatureCache(cache_path) as cache:
+        half = _stored_half(cache)
+        for info in tqdm(infos, desc="loading cache", disable=not progress, leave=False):
+            v, vs = _pack(cache.visual(info.id), half)
+            a, as_ = _pack(cache.audio(info.id), half)
+            out[info.id] = _Held(v, vs, a, as_, np.asarray(cache.labels(info.id), dtype=np.int64))
+    return out
+
+
+class _CacheReader:
+    """Reads one video's seconds, from memory or from a lazily opened per-process cache."""
+
+    def __init__(self, cache_path, *, memory: dict | None = None):
+        self.cache_path = str(cache_path)
+        self.memory = memory
+        self._cache: FeatureCache | None = None
+        self._pid = -1
+
+    def __getstate__(self):  # a worker gets the path, never an open HDF5 handle
+        state = dict(self.__dict__)
+        state["_cache"], state["_pid"] = None, -1
+        return state
+
+    def read(self, vid: str, seconds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """visual (S', T, C_v, 8, 8), audio (S', T, 512, 6, 4), labels (S',) for ``seconds``
+        (a slice)."""
+        if self.memory is not None:
+            h = self.memory[vid]
+            v = h.visual[seconds].astype(np.float32) * np.float32(h.visual_scale)
+            a = h.audio[seconds].astype(np.float32) * np.float32(h.audio_scale)
+            return v, a, h.labels[seconds]
+        if self._cache is None or self._pid != os.getpid():
+            self._cache = FeatureCache(self.cache_path)
+            self._pid = os.getpid()
+        c = self._cache
+        v = c.visual(vid, seconds=seconds).transpose(0, 1, 4, 2, 3)
+        a = c.audio(vid, seconds=seconds).transpose(0, 1, 4, 2, 3)
+        return np.ascontiguousarray(v), np.ascontiguousarray(a), c.labels(vid)[seconds]
+
+
+def _targets(labels: np.ndarray, video_label: int, steps: int, mode: str) -> np.ndarray:
+    """Per-step targets (S'·T,) from per-second labels (S',)."""
+    if mode == "video":
+        return np.full(len(labels) * steps, video_label, dtype=np.int64)
+    return np.repeat(np.asarray(labels, dtype=np.int64), steps)
+
+
+class SecondSampler(Sampler):
+    """Yields (video index, second) keys: this rank's share of a shuffled epoch, one random
+    second per video. The draw depends only on (seed, epoch), not on workers or ranks."""
+
+    def __init__(self, num_seconds: list[int], *, seed: int, rank: int = 0, world_size: int = 1):
+        self.num_seconds = np.asarray(num_seconds)
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.epoch = 0
+        self.per_rank = -(-len(num_seconds) // world_size)  # padded like DistributedSampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.num_seconds))
+        seconds = rng.integers(0, self.num_seconds)  # one per video, (N,)
+        order = np.resize(order, self.per_rank * self.world_size)  # pad by wrapping around
+        for i in order[self.rank::self.world_size]:
+            yield int(i), int(seconds[i])
+
+
+def length_batches(infos: list[VideoInfo], batch_size: int) -> list[list[int]]:
+    """Batches of indices of videos with the same number of seconds (so their clips stack)."""
+    by_length: dict[int, list[int]] = {}
+    for i, info in enumerate(infos):
+        by_length.setdefault(info.num_seconds, []).append(i)
+    return [idx[j:j + batch_size] for _, idx in sorted(by_length.items())
+            for j in range(0, len(idx), batch_size)]
+
+
+class TrainSeconds(Dataset):
+    """Training items: one second of a video, T steps.
+
+    dataset[(video index, second)] → visual (T, C_v, 8, 8) float32, audio (T, 512, 6, 4)
+    float32, targets (T,) int64 (the video's class, or per-second labels with background).
+    """
+
+    def __init__(self, cache_path, infos: list[VideoInfo], *, labels: str = "video",
+                 memory: dict | None = None):
+        if labels not in LABEL_MODES:
+            raise ValueError(f"labels must be one of {LABEL_MODES}, got {labels!r}")
+        self.infos, self.labels = infos, labels
+        self.reader = _CacheReader(cache_path, memory=memory)
+
+    def __len__(self) -> int:
+        return len(self.infos)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, second = key
+        info = self.infos[index]
+        v, a, lab = self.reader.read(info.id, slice(second, second + 1))
+        targets = _targets(lab, info.label, v.shape[1], self.labels)
+        return torch.from_numpy(v[0]), torch.from_numpy(a[0]), torch.from_numpy(targets)
+
+
+class WholeVideos(Dataset):
+    """Evaluation items: every second of a video as one clip of S·T steps.
+
+    dataset[i] → visual (S·T, C_v, 8, 8), audio (S·T, 512, 6, 4), targets (S·T,) int64,
+    video label () int64.
+    """
+
+    def __init__(self, cache_path, infos: list[VideoInfo], *, labels: str = "video",
+                 memory: dict | None = None):
+        if labels not in LABEL_MODES:
+            raise ValueError(f"labels must be one of {LABEL_MODES}, got {labels!r}")
+        self.infos, self.labels = infos, labels
+        self.reader = _CacheReader(cache_path, memory=memory)
+
+    def __len__(self) -> int:
+        return len(self.infos)
+
+    def __getitem__(self, index: int):
+        info = self.infos[index]
+        v, a, lab = self.reader.read(info.id, slice(None))
+        targets = _targets(lab, info.label, v.shape[1], self.labels)
+        return (torch.from_numpy(v).flatten(0, 1), torch.from_numpy(a).flatten(0, 1),
+                torch.from_numpy(targets), torch.tensor(info.label))

@@ -1,0 +1,364 @@
+"""Training the STM network on a feature cache: ``train(cache_path, out_dir, *, config)``.
+
+Each epoch draws one random second (T = 4 steps) of every training video, as the paper does,
+and trains with cross-entropy on the weak labels. Validation runs the memory over each whole
+val video at once (all its seconds as one clip, causal window of K past steps), which is what
+streaming ``localize`` does over a long video; accuracy is counted per step.
+
+Under ``torchrun`` the same call trains with DistributedDataParallel (nccl on CUDA, gloo on
+CPU): each rank draws its part of the epoch, validation is sharded and summed, and only rank 0
+writes. Outputs in ``out_dir``: ``best.pt``, ``last.pt`` (with optimizer state, for
+``resume``), ``metrics.jsonl`` (one JSON object per epoch) and ``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from avstm.cache import FeatureCache, compare_configs
+from avstm.errors import CacheError, CheckpointError, ConfigMismatch
+from avstm.extract.config import CONTENT_FIELDS
+from avstm.io import atomic_path, write_json
+from avstm.memnet import data
+from avstm.memnet.checkpoint import read_checkpoint, save_checkpoint
+from avstm.memnet.model import ModelConfig, STMNet
+
+IN_MEMORY_CHOICES = ("auto", "yes", "no")
+# Fields that may change between a run and its --resume (they do not change what is learned).
+RUNTIME_FIELDS = ("epochs", "workers", "in_memory", "device")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything ``train`` does, stored in each checkpoint. Model fields mirror ModelConfig;
+    the visual channels and the number of classes come from the cache."""
+
+    epochs: int = 30  # the paper's
+    batch_size: int = 128  # videos (one second each) per step, over all ranks together
+    lr: float = 1e-4  # Adam, the paper's
+    weight_decay: float = 0.0
+    labels: str = "video"  # "video": the video's class on every step (paper); "segment": per second
+    seed: int = 0
+    workers: int = 4  # DataLoader worker processes per rank (0 = read in the main process)
+    # Hold the cache in RAM: "auto" when its float32 maps take < half the available memory
+    in_memory: str = "auto"
+    device: str = "auto"  # "auto" (cuda:LOCAL_RANK if available, else cpu), "cpu", "cuda"
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    dim: int = ModelConfig.dim
+    proj_layers: int = ModelConfig.proj_layers
+    memory: str = ModelConfig.memory
+    memory_length: int = ModelConfig.memory_length
+    heads: int = ModelConfig.heads
+    hidden: int = ModelConfig.hidden
+    dropout: float = ModelConfig.dropout
+
+    def __post_init__(self):
+        if self.labels not in data.LABEL_MODES:
+            raise ValueError(f"labels must be one of {data.LABEL_MODES}, got {self.labels!r}")
+        if self.in_memory not in IN_MEMORY_CHOICES:
+            raise ValueError(f"in_memory must be one of {IN_MEMORY_CHOICES}, got {self.in_memory!r}")
+        self.model_config(visual_channels=1, num_classes=2)  # validates the model fields now
+
+    def model_config(self, *, visual_channels: int, num_classes: int) -> ModelConfig:
+        return ModelConfig(visual_channels=visual_channels, num_classes=num_classes,
+                           dim=self.dim, proj_layers=self.proj_layers, memory=self.memory,
+                           memory_length=self.memory_length, heads=self.heads,
+                           hidden=self.hidden, dropout=self.dropout)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` leaves behind; ``model`` is the trained network (last epoch, eval mode)."""
+
+    model: STMNet
+    out_dir: Path
+    best_path: Path
+    last_path: Path
+    history: list[dict] = field(default_factory=list)
+    in_memory: bool = False
+    rank: int = 0  # this process's rank under torchrun (only rank 0 wrote the outputs)
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    created: bool = False  # this call initialised the process group (and tears it down)
+
+
+def _setup_distributed(config: TrainConfig) -> tuple[_Dist, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if config.device == "auto":
+        device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(f"cuda:{local}" if config.device == "cuda" else config.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    d = _Dist(local_rank=local)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        d.created = True
+    if dist.is_initialized():
+        d.rank, d.world_size = dist.get_rank(), dist.get_world_size()
+    return d, device
+
+
+def _use_memory(choice: str, cache_path, infos: list[data.VideoInfo]) -> bool:
+    if choice != "auto":
+        return choice == "yes"
+    copies = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # one copy per rank on this machine
+    return data.split_bytes(cache_path, infos) * copies < 0.5 * data.available_memory()
+
+
+def _check_resume(ckpt: dict, cache_cfg: dict, classes: list[str], config: TrainConfig, path) -> None:
+    stored = ckpt.get("extract_config", {})
+    # Only the fields that decide the cache's content (not e.g. the extractor's worker count).
+    fields = [k for k in CONTENT_FIELDS if k in stored or k in cache_cfg]
+    diff = compare_configs(stored, cache_cfg, fields=fields)
+    if diff:
+        what = ", ".join(f"{k}: {stored.get(k)!r} then, {cache_cfg.get(k)!r} now" for k in diff)
+        raise ConfigMismatch(f"{path}: trained on a cache of another extract config ({what})")
+    if ckpt.get("classes") != classes:
+        raise ConfigMismatch(f"{path}: trained on other classes than the cache holds")
+    saved = TrainConfig.from_dict(ckpt.get("train_config", {})).to_dict()
+    diff = [k for k in compare_configs(saved, config.to_dict()) if k not in RUNTIME_FIELDS]
+    if diff:
+        what = ", ".join(f"{k}: {saved.get(k)!r} then, {config.to_dict().get(k)!r} now" for k in diff)
+        raise ConfigMismatch(f"{path}: resumed with other training options ({what})")
+
+
+def _autocast(device: torch.device, amp: bool):
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+
+
+@torch.no_grad()
+def _validate(model: STMNet, loader: DataLoader, device: torch.device, amp: bool) -> torch.Tensor:
+    """Sums over whole videos: [loss·steps, correct steps, steps, correct videos, videos]."""
+    model.eval()
+    sums = torch.zeros(5, dtype=torch.float64)
+    num_events = model.config.num_classes - 1
+    for visual, audio, targets, label in loader:  # videos of one length: (B, S·T, ...)
+        visual, audio = visual.to(device), audio.to(device)
+        targets, label = targets.to(device), label.to(device)
+        with _autocast(device, amp):
+            logits = model(visual, audio).logits.float()  # (B, S·T, classes)
+        flat = logits.flatten(0, 1)
+        sums[0] += F.cross_entropy(flat, targets.flatten(), reduction="sum").item()
+        sums[1] += (flat.argmax(-1) == targets.flatten()).sum().item()
+        sums[2] += targets.numel()
+        video_pred = logits.mean(dim=1)[:, :num_events].argmax(-1)  # events only, (B,)
+        sums[3] += (video_pred == label).sum().item()
+        sums[4] += label.numel()
+    return sums
+
+
+def evaluate_accuracy(model: STMNet, cache_path: str | os.PathLike, *, split: str = "val",
+                      labels: str = "video", device: str | torch.device = "cpu") -> dict:
+    """Loss and accuracy of ``model`` on every second of every video of ``split``.
+
+    Returns {"loss", "acc" (per step), "video_acc" (mean logits of a video vs its class),
+    "videos"}.
+    """
+    with FeatureCache(cache_path) as cache:
+        infos = data.video_infos(cache, split)
+    if not infos:
+        raise CacheError(f"{cache_path}: no videos in split {split!r}")
+    device = torch.device(device)
+    loader = DataLoader(data.WholeVideos(cache_path, infos, labels=labels),
+                        batch_sampler=data.length_batches(infos, 16))
+    s = _validate(model.to(device), loader, device, amp=True)
+    return {"loss": s[0].item() / s[2].item(), "acc": s[1].item() / s[2].item(),
+            "video_acc": s[3].item() / s[4].item(), "videos": int(s[4].item())}
+
+
+def _broadcast(obj, d: _Dist):
+    if d.world_size == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _all_sum(t: torch.Tensor, d: _Dist, device: torch.device) -> torch.Tensor:
+    if d.world_size == 1:
+        return t
+    t = t.to(device)
+    dist.all_reduce(t)
+    return t.cpu()
+
+
+def train(cache_path: str | os.PathLike, out_dir: str | os.PathLike, *,
+          config: TrainConfig = TrainConfig(), resume: bool = False, progress: bool = True,
+          on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train an STM network on the train split of a cache, validating on its val split.
+
+    ``resume``: continue from ``out_dir/last.pt`` (refused with ConfigMismatch if the cache's
+    extract config, its classes or a learned training option differ); without it an existing
+    ``last.pt`` is refused. ``on_epoch`` gets each epoch's metrics (rank 0 only).
+    """
+    cache_path, out = Path(cache_path), Path(out_dir)
+    d, device = _setup_distributed(config)
+    try:
+        return _train(cache_path, out, config, resume, progress, on_epoch, d, device)
+    finally:
+        if d.created:
+            dist.destroy_process_group()
+
+
+def _train(cache_path, out, config, resume, progress, on_epoch, d: _Dist, device) -> TrainResult:
+    with FeatureCache(cache_path) as cache:
+        cache_cfg, classes = dict(cache.config), list(cache.classes)
+        train_infos, val_infos = data.video_infos(cache, "train"), data.video_infos(cache, "val")
+        if not train_infos:
+            raise CacheError(f"{cache_path}: no videos in the train split")
+        visual_channels = int(cache.visual(train_infos[0].id, seconds=0).shape[-1])
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    ckpt = None
+    if last_path.exists():
+        if not resume:
+            raise CheckpointError(f"{last_path}: a run exists here; pass --resume or choose another --out")
+        ckpt = read_checkpoint(last_path)
+        _check_resume(ckpt, cache_cfg, classes, config, last_path)
+
+    model_config = config.model_config(visual_channels=visual_channels, num_classes=len(classes) + 1)
+    torch.manual_seed(config.seed)
+    model = STMNet(model_config)
+    show = progress and d.rank == 0 and sys.stderr.isatty()
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+    else:
+        stats = data.compute_stats(cache_path, [i.id for i in train_infos], progress=show) \
+            if d.rank == 0 else None
+        stats = _broadcast(stats, d)
+        model.set_normalization(stats.visual_mean, stats.visual_std, stats.audio_mean, stats.audio_std)
+    model.to(device)
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if d.world_size > 1 else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if ckpt is not None and ckpt.get("optimizer"):
+        optimizer.load_state_dict(ckpt["optimizer"])
+    start = int(ckpt["epoch"]) if ckpt is not None else 0
+    best = ckpt.get("best") if ckpt is not None else None
+    history = _read_history(out / "metrics.jsonl", start) if ckpt is not None else []
+
+    in_memory = _use_memory(config.in_memory, cache_path, train_infos + val_infos)
+    memory = data.preload(cache_path, train_infos + val_infos, progress=show) if in_memory else None
+    sampler = data.SecondSampler([i.num_seconds for i in train_infos], seed=config.seed,
+                                 rank=d.rank, world_size=d.world_size)
+    per_rank_batch = max(1, config.batch_size // d.world_size)
+    workers = min(config.workers, len(os.sched_getaffinity(0)))  # more than the cores only thrash
+    loader_opts = dict(num_workers=workers, pin_memory=device.type == "cuda",
+                       persistent_workers=workers > 0)
+    if workers > 0:
+        loader_opts["prefetch_factor"] = 4
+    train_loader = DataLoader(data.TrainSeconds(cache_path, train_infos, labels=config.labels, memory=memory),
+                              batch_size=per_rank_batch, sampler=sampler, **loader_opts)
+    val_shard = val_infos[d.rank::d.world_size]
+    val_loader = DataLoader(data.WholeVideos(cache_path, val_shard, labels=config.labels, memory=memory),
+                            batch_sampler=data.length_batches(val_shard, max(1, per_rank_batch // 4)),
+                            num_workers=0 if in_memory else min(workers, 2),
+                            persistent_workers=not in_memory and workers > 0)
+    if d.rank == 0:
+        write_json(out / "config.json", {
+            "train": config.to_dict(), "model": model_config.to_dict(), "extract": cache_cfg,
+            "classes": classes, "cache": str(cache_path), "world_size": d.world_size,
+            "in_memory": in_memory, "workers": workers, "resumed_from_epoch": start})
+    for epoch in range(start, config.epochs):
+        sampler.set_epoch(epoch)
+        torch.manual_seed(config.seed * 100003 + epoch * 101 + d.rank)  # dropout, repeatable
+        net.train()
+        sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss·steps, correct steps
+        steps = 0  # counted on the host: no device sync per batch
+        t_start, wait = time.perf_counter(), 0.0
+        it = iter(train_loader)
+        bar = tqdm(total=len(train_loader), desc=f"epoch {epoch + 1}/{config.epochs}",
+                   disable=not show, leave=False)
+        while True:
+            t0 = time.perf_counter()
+            batch = next(it, None)
+            if batch is None:
+                break
+            visual, audio, targets = (x.to(device, non_blocking=True) for x in batch)
+            wait += time.perf_counter() - t0
+            with _autocast(device, config.amp):
+                logits = net(visual, audio).logits.float().flatten(0, 1)  # (B·T, classes)
+                loss = F.cross_entropy(logits, targets.flatten())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                n = targets.numel()
+                steps += n
+                sums += torch.stack([loss.detach().double() * n,
+                                     (logits.argmax(-1) == targets.flatten()).sum().double()])
+            bar.update(1)
+        bar.close()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_s = time.perf_counter() - t_start
+        sums = _all_sum(torch.cat([sums.cpu(), torch.tensor([float(steps)], dtype=torch.float64)]), d, device)
+        t_val = time.perf_counter()
+        val = _all_sum(_validate(model, val_loader, device, config.amp), d, device)
+        metrics = {"epoch": epoch + 1, "train_loss": sums[0].item() / sums[2].item(),
+                   "train_acc": sums[1].item() / sums[2].item()}
+        if val[2] > 0:
+            metrics.update(val_loss=val[0].item() / val[2].item(), val_acc=val[1].item() / val[2].item(),
+                           val_video_acc=val[3].item() / val[4].item())
+        metrics.update(train_s=round(train_s, 3), val_s=round(time.perf_counter() - t_val, 3),
+                       data_wait_s=round(wait, 3), data_wait_share=round(wait / max(train_s, 1e-9), 4),
+                       videos_per_s=round(len(sampler) * d.world_size / max(train_s, 1e-9), 1),
+                       in_memory=in_memory, world_size=d.world_size)
+        history.append(metrics)
+        if d.rank == 0:
+            key = "val_acc" if "val_acc" in metrics else "train_acc"
+            improved = best is None or metrics[key] > best["value"]
+            if improved:
+                best = {"metric": key, "value": metrics[key], "epoch": epoch + 1}
+            common = dict(train_config=config.to_dict(), classes=classes,
+                          extract_config=cache_cfg, epoch=epoch + 1, metrics=metrics, best=best)
+            save_checkpoint(last_path, model, optimizer=optimizer.state_dict(), **common)
+            if improved:
+                save_checkpoint(best_path, model, **common)
+            _write_history(out / "metrics.jsonl", history)
+            if on_epoch is not None:
+                on_epoch(metrics)
+        if d.world_size > 1:
+            dist.barrier()
+    return TrainResult(model=model.eval(), out_dir=out, best_path=best_path, last_path=last_path,
+                       history=history, in_memory=in_memory, rank=d.rank)
+
+
+def _read_history(path: Path, upto: int) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r.get("epoch", 0) <= upto]
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in history))

@@ -1,0 +1,220 @@
+"""Training input throughput: batches/s from the HDF5 cache against the same batches from memory,
+the data-wait share of real training steps, and an estimate of a 30-epoch AVE-sized run.
+
+A synthetic cache (float16, ResNet-152 shapes: visual (S, 4, 8, 8, 2048), audio (S, 4, 6, 4, 512))
+is written with CacheWriter; batches are read through avstm.memnet.data (one random second per
+video, SecondSampler order, DataLoader workers) in three states:
+  hdf5_cold   the file's pages evicted first (posix_fadvise DONTNEED on the file; with
+              --drop-caches, also `echo 3 > /proc/sys/vm/drop_caches`): a cache larger than RAM;
+  hdf5_warm   the file in the page cache;
+  memory      the split preloaded into RAM (what `--in-memory yes` does).
+For each: reading alone (batches/s, MB/s) and with a training step per batch (forward + backward
++ Adam of STMNet, bf16 autocast on CUDA), where the time spent waiting for the next batch over
+the whole loop is the data-wait share.
+
+    python bench/bench_reader.py --device cpu
+    python bench/bench_reader.py --device cuda --batch 128 --videos 1000 --workers 8
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+from avstm.cache import CacheWriter, VideoRecord  # noqa: E402
+from avstm.memnet import data  # noqa: E402
+from avstm.memnet.model import ModelConfig, STMNet  # noqa: E402
+
+AVE_TRAIN, AVE_EPOCHS, AVE_BATCH = 3339, 30, 128
+
+
+def make_cache(path: Path, videos: int, seconds: int, channels: int) -> Path:
+    """A float16 cache of random features (reused when it exists with the same shape)."""
+    if path.exists():
+        return path
+    cfg = {"dtype": "float16", "fps": 4, "visual_channels": channels, "bench": True}
+    rng = np.random.default_rng(0)
+    vis = rng.standard_normal((seconds, 4, 8, 8, channels), dtype=np.float32)
+    aud = rng.standard_normal((seconds, 4, 6, 4, 512), dtype=np.float32)
+    times = np.arange(seconds)[:, None] + (np.arange(4) + 0.5) / 4
+    with CacheWriter(path, config=cfg, classes=[f"c{i}" for i in range(28)]) as w:
+        for i in range(videos):
+            w.write(VideoRecord(id=f"v{i:05d}", visual=np.roll(vis, i, axis=-1), audio=aud, times=times,
+                                labels=np.full(seconds, i % 28), label=i % 28, split="train",
+                                source=f"v{i}.mp4", duration=float(seconds)))
+    return path
+
+
+def evict(path: Path, drop_caches: bool) -> None:
+    """Remove the file's pages from the page cache."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    if drop_caches:
+        try:
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("3\n")
+        except OSError as e:
+            print(f"  (drop_caches not permitted: {e})")
+
+
+class Epochs(torch.utils.data.Sampler):
+    """SecondSampler's epochs ``first .. first + count - 1`` back to back: one DataLoader start
+    for many batches, so that the rates are the steady state's."""
+
+    def __init__(self, infos, first: int, count: int):
+        self.inner = data.SecondSampler([i.num_seconds for i in infos], seed=0)
+        self.first, self.count = first, count
+
+    def __len__(self) -> int:
+        return len(self.inner) * self.count
+
+    def __iter__(self):
+        for e in range(self.first, self.first + self.count):
+            self.inner.set_epoch(e)
+            yield from self.inner
+
+
+def loader(path: Path, infos, memory, batch: int, workers: int, first: int, epochs: int) -> DataLoader:
+    ds = data.TrainSeconds(path, infos, memory=memory)
+    return DataLoader(ds, batch_size=batch, sampler=Epochs(infos, first, epochs), num_workers=workers,
+                      drop_last=True, pin_memory=torch.cuda.is_available(), persistent_workers=False,
+                      prefetch_factor=4 if workers else None)
+
+
+def read_only(dl: DataLoader, device: torch.device, skip: int = 2) -> tuple[int, float]:
+    """(batches, seconds) after the first ``skip`` batches (the workers' start)."""
+    n = 0
+    t0 = time.perf_counter()
+    for v, a, y in dl:
+        v.to(device, non_blocking=True), a.to(device, non_blocking=True)
+        n += 1
+        if n == skip:
+            common.sync(device)
+            t0 = time.perf_counter()
+    common.sync(device)
+    return n - skip, time.perf_counter() - t0
+
+
+def with_training(dl: DataLoader, device: torch.device, model, opt, amp) -> tuple[int, float, float]:
+    """(batches, wall, seconds waiting for data) of a training loop over ``dl``."""
+    wait = 0.0
+    n = 0
+    it = iter(dl)
+    next(it)  # the workers' start is not steady state
+    t0 = time.perf_counter()
+    while True:
+        common.sync(device)  # the step before has finished: what follows is waiting for data
+        tw = time.perf_counter()
+        batch = next(it, None)
+        wait += time.perf_counter() - tw
+        if batch is None:
+            break
+        v, a, y = (x.to(device, non_blocking=True) for x in batch)
+        opt.zero_grad(set_to_none=True)
+        with amp:
+            out = model(v, a)
+            loss = F.cross_entropy(out.logits.flatten(0, 1).float(), y.flatten())
+        loss.backward()
+        opt.step()
+        n += 1
+    common.sync(device)
+    return n, time.perf_counter() - t0, wait
+
+
+def main() -> None:
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--videos", type=int, default=None, help="videos in the cache (default 48 CPU, 1000 CUDA)")
+    p.add_argument("--seconds", type=int, default=10)
+    p.add_argument("--batch", type=int, default=None, help="clips per batch (default 16 CPU, 128 CUDA)")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default min(8, cores))")
+    p.add_argument("--channels", type=int, default=2048)
+    p.add_argument("--drop-caches", action="store_true", help="also drop the whole page cache (root)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per measurement (default: ≥ 12 batches)")
+    args = p.parse_args()
+    device = common.device_of(args.device)
+    cuda = device.type == "cuda"
+    videos = 16 if args.quick else (args.videos or (1000 if cuda else 48))
+    batch = 4 if args.quick else (args.batch or (128 if cuda else 16))
+    workers = args.workers if args.workers is not None else min(8, os.cpu_count() or 1)
+    path = Path(args.work) / f"reader_{videos}x{args.seconds}s_{args.channels}.h5"
+    t0 = time.perf_counter()
+    make_cache(path, videos, args.seconds, args.channels)
+    size = path.stat().st_size
+    print(f"== reader: cache {path.name} {size / 1e9:.2f} GB ({videos} videos of {args.seconds} s), "
+          f"batch {batch}, {workers} workers ({time.perf_counter() - t0:.1f} s to make)")
+    from avstm.cache import FeatureCache
+    with FeatureCache(path) as c:
+        infos = data.video_infos(c, "train")
+    second_bytes = 4 * (64 * args.channels + 24 * 512) * 2  # one second, float16 on disk
+    res = {"device": str(device), "cache_gb": size / 1e9, "videos": videos, "batch": batch, "workers": workers}
+    torch.manual_seed(0)
+    model = STMNet(ModelConfig(visual_channels=args.channels, num_classes=29)).to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+    t0 = time.perf_counter()
+    memory = data.preload(path, infos)
+    res["preload_s"] = time.perf_counter() - t0
+    epochs = args.epochs or max(1, -(-12 * batch // len(infos)))
+    res["epochs_per_measurement"] = epochs
+    # one training step on device-resident data: the compute a batch needs
+    v0 = torch.randn(batch, 4, args.channels, 8, 8, device=device)
+    a0 = torch.randn(batch, 4, 512, 6, 4, device=device)
+    y0 = torch.randint(0, 29, (batch, 4), device=device)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with amp:
+            loss = F.cross_entropy(model(v0, a0).logits.flatten(0, 1).float(), y0.flatten())
+        loss.backward()
+        opt.step()
+
+    res["step_s"] = common.timeit(step, device=device, repeat=5)
+    for name, mem in (("hdf5_cold", None), ("hdf5_warm", None), ("memory", memory)):
+        if name == "hdf5_cold":
+            evict(path, args.drop_caches)
+        n, wall = read_only(loader(path, infos, mem, batch, workers, 0, epochs), device)
+        res[f"{name}_read_batches_per_s"] = n / wall
+        res[f"{name}_read_mb_per_s"] = n * batch * second_bytes / wall / 1e6
+        if name == "hdf5_cold":
+            evict(path, args.drop_caches)
+        n, wall, wait = with_training(loader(path, infos, mem, batch, workers, epochs, epochs), device, model,
+                                      opt, amp)
+        res[f"{name}_train_batches_per_s"] = n / wall
+        res[f"{name}_data_wait_share"] = wait / wall
+        print(f"  {name}: read {res[f'{name}_read_batches_per_s']:.1f} batches/s "
+              f"({res[f'{name}_read_mb_per_s']:.0f} MB/s of float16 maps); with training steps "
+              f"{n / wall:.2f} batches/s, data wait {100 * wait / wall:.1f}%")
+    res["ratio_hdf5_warm_to_memory_read"] = res["hdf5_warm_read_batches_per_s"] / res["memory_read_batches_per_s"]
+    res["ratio_hdf5_cold_to_memory_read"] = res["hdf5_cold_read_batches_per_s"] / res["memory_read_batches_per_s"]
+    # a 30-epoch AVE-sized run: 3339 videos, one second each per epoch, batch 128
+    step_s = res["step_s"] * (AVE_BATCH / batch)  # compute scales with the batch
+    steps = AVE_EPOCHS * (AVE_TRAIN // AVE_BATCH)
+    for name in ("hdf5_cold", "memory"):
+        read_s = AVE_BATCH / batch / res[f"{name}_read_batches_per_s"]  # all workers together
+        res[f"ave30_{name}_estimate_s"] = steps * max(step_s, read_s)
+    res["ave30_step_s"] = step_s
+    print(f"  30 epochs of AVE (3,339 train videos, batch 128, {steps} steps): "
+          f"~{res['ave30_hdf5_cold_estimate_s'] / 60:.1f} min from a cold HDF5 cache, "
+          f"~{res['ave30_memory_estimate_s'] / 60:.1f} min from memory (training steps only; "
+          f"step {step_s * 1000:.0f} ms at batch 128, scaled from batch {batch}; one random second "
+          f"per video; the HDF5 figure assumes every read is cold)")
+    common.report(f"reader_{device.type}", res, args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Tests of avstm/memnet/model.py: shapes, causality, batched == streaming, the ablations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from avstm.memnet.model import ModelConfig, STMNet, spatial_attention
+
+CV = 16
+
+
+def make_model(memory: str = "full", k: int = 3, heads: int = 1, seed: int = 0) -> STMNet:
+    torch.manual_seed(seed)
+    config = ModelConfig(visual_channels=CV, num_classes=5, dim=32, hidden=16, memory=memory,
+                         memory_length=k, heads=heads, dropout=0.0)
+    return STMNet(config).eval()
+
+
+def make_clip(b: int, t: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, t, CV, 8, 8, generator=g, dtype=torch.float64),
+            torch.randn(b, t, 512, 6, 4, generator=g, dtype=torch.float64))
+
+
+def stream(model: STMNet, visual, audio):
+    state = model.init_state(visual.shape[0])
+    maps, logits = [], []
+    for t in range(visual.shape[1]):
+        m, l, state = model.step(visual[:, t], audio[:, t], state)
+        maps.append(m)
+        logits.append(l)
+    return torch.stack(maps, 1), torch.stack(logits, 1)
+
+
+def test_forward_shapes():
+    model = make_model()
+    visual, audio = make_clip(2, 5)
+    out = model(visual.float(), audio.float())
+    assert out.maps.shape == (2, 5, 8, 8)
+    assert out.logits.shape == (2, 5, 5)
+
+
+def test_maps_are_softmax_over_positions():
+    model = make_model()
+    visual, audio = make_clip(2, 4)
+    maps = model(visual.float(), audio.float()).maps
+    assert torch.all(maps >= 0)
+    torch.testing.assert_close(maps.sum(dim=(2, 3)), torch.ones(2, 4))
+
+
+def test_step_shapes_and_constant_memory():
+    model = make_model(k=3)
+    visual, audio = make_clip(2, 7)
+    state = model.init_state(2)
+    for t in range(7):
+        maps, logits, state = model.step(visual[:, t].float(), audio[:, t].float(), state)
+        assert state.visual.shape == (2, 3, 32, 8, 8)
+        assert state.audio.shape == (2, 3, 32, 6, 4)
+    assert maps.shape == (2, 8, 8)
+    assert logits.shape == (2, 5)
+
+
+def test_spatial_attention_weights_visual_by_audio():
+    x_v = torch.randn(3, 4, 8, 8)
+    x_a = torch.randn(3, 4, 6, 4)
+    alpha, x_av = spatial_attention(x_v, x_a)
+    expected = torch.softmax(torch.einsum("nchw,nc->nhw", x_v, x_a.mean((2, 3))).flatten(1), -1)
+    torch.testing.assert_close(alpha.flatten(1), expected)
+    torch.testing.assert_close(x_av, x_v * alpha[:, None])
+
+
+@pytest.mark.parametrize("memory", ["none", "unimodal", "full"])
+def test_causal_future_does_not_change_past(memory):
+    model = make_model(memory).double()
+    visual, audio = make_clip(1, 6)
+    before = model(visual, audio)
+    visual2, audio2 = visual.clone(), audio.clone()
+    visual2[:, 3:] += 5 * torch.randn_like(visual2[:, 3:])
+    audio2[:, 3:] += 5 * torch.randn_like(audio2[:, 3:])
+    after = model(visual2, audio2)
+    torch.testing.assert_close(after.maps[:, :3], before.maps[:, :3], rtol=0, atol=0)
+    torch.testing.assert_close(after.logits[:, :3], before.logits[:, :3], rtol=0, atol=0)
+    assert not torch.allclose(after.maps[:, 3], before.maps[:, 3])
+
+
+@pytest.mark.parametrize("memory,heads", [("full", 1), ("full", 2), ("unimodal", 1), ("none", 1)])
+def test_batched_equals_streaming_beyond_memory_length(memory, heads):
+    model = make_model(memory, k=3, heads=heads).double()
+    visual, audio = make_clip(2, 11)  # clip > K + 1: the ring buffer wraps twice
+    out = model(visual, audio)
+    maps, logits = stream(model, visual, audio)
+    torch.testing.assert_close(maps, out.maps, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(logits, out.logits, rtol=1e-9, atol=1e-12)
+
+
+def test_batched_equals_streaming_float32():
+    model = make_model("full", k=2)
+    visual, audio = make_clip(2, 7)
+    out = model(visual.float(), audio.float())
+    maps, logits = stream(model, visual.float(), audio.float())
+    torch.testing.assert_close(maps, out.maps, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(logits, out.logits, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("memory,reach", [("unimodal", 2), ("full", 4)])
+def test_memory_window_is_k_past_steps(memory, reach):
+    # K = 2: x̂_a, x̂_v see K steps back; in "full" the av memory of step k already holds
+    # x̂_v^k, so the cross-modal memory reaches 2K steps back.
+    model = make_model(memory, k=2).double()
+    visual, audio = make_clip(1, 8)
+    base = model(visual, audio)
+    visual2 = visual.clone()
+    visual2[:, 0] += 5 * torch.randn_like(visual2[:, 0])
+    changed = model(visual2, audio)
+    assert not torch.allclose(changed.maps[:, reach], base.maps[:, reach])
+    torch.testing.assert_close(changed.maps[:, reach + 1:], base.maps[:, reach + 1:], rtol=0, atol=0)
+
+
+def test_none_ignores_the_past():
+    model = make_model("none").double()
+    visual, audio = make_clip(1, 5)
+    out = model(visual, audio)
+    for t in range(5):
+        single = model(visual[:, t:t + 1], audio[:, t:t + 1])
+        torch.testing.assert_close(single.maps[:, 0], out.maps[:, t], rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(single.logits[:, 0], out.logits[:, t], rtol=1e-12, atol=1e-14)
+
+
+def test_full_memory_uses_the_past():
+    model = make_model("full").double()
+    visual, audio = make_clip(1, 4)
+    out = model(visual, audio)
+    single = model(visual[:, 3:4], audio[:, 3:4])
+    assert not torch.allclose(single.maps[:, 0], out.maps[:, 3])
+
+
+def test_normalization_applies_before_projection():
+    model = make_model("none").double()
+    visual, audio = make_clip(1, 2)
+    mean_v, std_v = torch.randn(CV).double() * 1e8, torch.rand(CV).double() * 1e8 + 1e7
+    mean_a, std_a = torch.randn(512).double(), torch.rand(512).double() + 0.5
+    expected = model(visual, audio)
+    model.set_normalization(mean_v, std_v, mean_a, std_a)
+    raw_v = visual * std_v[:, None, None] + mean_v[:, None, None]
+    raw_a = audio * std_a[:, None, None] + mean_a[:, None, None]
+    got = model(raw_v, raw_a)
+    torch.testing.assert_close(got.maps, expected.maps)
+    torch.testing.assert_close(got.logits, expected.logits)
+
+
+def test_config_round_trip_and_validation():
+    config = ModelConfig(visual_channels=320, num_classes=29, memory="unimodal")
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="memory"):
+        ModelConfig(visual_channels=320, num_classes=29, memory="both")
+
+
+def test_seeded_golden_output():
+    # Guards the equations against unintended change (values from this implementation, float64).
+    model = make_model("full", k=2).double()
+    visual, audio = make_clip(1, 5)
+    out = model(visual, audio)
+    torch.testing.assert_close(out.logits[0, -1], torch.tensor(
+        [0.17686330520766025, 0.06885541095256209, 0.10729021735909007, -0.11170703986474628,
+         0.2391045880316559], dtype=torch.float64), rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(out.maps[0, -1, 3, :3], torch.tensor(
+        [0.01562688431845795, 0.015624480614352315, 0.015638848915378124], dtype=torch.float64),
+        rtol=1e-6, atol=1e-12)

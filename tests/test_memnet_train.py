@@ -1,0 +1,220 @@
+"""Tests of avstm/memnet/train.py, data.py and checkpoint.py on small real HDF5 caches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from click.testing import CliRunner
+
+from avstm.cache import CacheWriter, FeatureCache, VideoRecord
+from avstm.cli import cli
+from avstm.errors import CheckpointError, ConfigMismatch
+from avstm.memnet import data
+from avstm.memnet.checkpoint import load_model
+from avstm.memnet.train import TrainConfig, evaluate_accuracy, train
+
+CV, T, CLASSES = 32, 4, ["dog", "car", "violin"]
+EXTRACT = {"visual_backbone": "test", "visual_channels": CV, "fps": T, "frame_size": [256, 256]}
+
+
+def make_cache(path, *, per_class=2, seconds=2, seed=0, config=EXTRACT, scale=1e6, offset=3e6):
+    """Videos whose class shows as a class-placed blob of a class-coded channel pattern in
+    the visual maps and a class-coded audio channel pattern, plus noise; raw features badly
+    scaled (``scale``, ``offset``) as random-init backbones make them."""
+    rng = np.random.default_rng(seed)
+    vpat = rng.normal(size=(len(CLASSES), CV))
+    apat = rng.normal(size=(len(CLASSES), 512))
+    with CacheWriter(path, config=dict(config), classes=CLASSES) as w:
+        for c in range(len(CLASSES)):
+            for i in range(per_class * 2):
+                split = "train" if i < per_class else "val"
+                vis = rng.normal(size=(seconds, T, 8, 8, CV)) * 0.5
+                y, x = 2 * c + 1, 5 - c
+                vis[:, :, y:y + 2, x:x + 2, :] += vpat[c]
+                aud = rng.normal(size=(seconds, T, 6, 4, 512)) * 0.5 + apat[c]
+                labels = np.full(seconds, c, dtype=np.int64)
+                labels[-1] = len(CLASSES)  # the last second is background
+                times = np.arange(seconds)[:, None] + (np.arange(T)[None] + 0.5) / T
+                w.write(VideoRecord(id=f"{CLASSES[c]}{i}", visual=(vis * scale + offset).astype(np.float32),
+                                    audio=aud.astype(np.float32), times=times, labels=labels, label=c,
+                                    split=split, source=f"{CLASSES[c]}{i}.mp4", duration=float(seconds)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return make_cache(tmp_path_factory.mktemp("cache") / "features.h5")
+
+
+SMALL = dict(batch_size=4, workers=0, dim=16, hidden=16, dropout=0.0, lr=3e-3, in_memory="no")
+
+
+def params_digest(model) -> str:
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def test_compute_stats_match_numpy_on_large_values(tmp_path, cache):
+    with FeatureCache(cache) as c:
+        ids = c.ids("train")
+        allv = np.concatenate([c.visual(i).reshape(-1, CV) for i in ids]).astype(np.float64)
+    stats = data.compute_stats(cache, ids)
+    np.testing.assert_allclose(stats.visual_mean, allv.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(stats.visual_std, allv.std(0), rtol=1e-7)
+
+
+def test_train_items_are_one_second_channels_first(cache):
+    with FeatureCache(cache) as c:
+        infos = data.video_infos(c, "train")
+    ds = data.TrainSeconds(cache, infos, labels="segment")
+    visual, audio, targets = ds[(0, 1)]
+    assert visual.shape == (T, CV, 8, 8) and audio.shape == (T, 512, 6, 4)
+    assert targets.tolist() == [len(CLASSES)] * T  # second 1 is background in segment mode
+    _, _, targets = data.TrainSeconds(cache, infos, labels="video")[(0, 1)]
+    assert targets.tolist() == [infos[0].label] * T
+
+
+def test_in_memory_copy_of_a_float16_cache_reads_back_exactly(tmp_path):
+    path = make_cache(tmp_path / "half.h5", per_class=1, seconds=2, config={**EXTRACT, "dtype": "float16"})
+    with FeatureCache(path) as c:
+        infos = data.video_infos(c, "train")
+    memory = data.preload(path, infos)
+    assert memory[infos[0].id].visual.dtype == np.float16
+    for a, b in zip(data.TrainSeconds(path, infos, memory=memory)[(0, 1)],
+                    data.TrainSeconds(path, infos)[(0, 1)]):
+        assert torch.equal(a, b)
+
+
+def test_sampler_draws_depend_on_epoch_not_on_rank():
+    one = data.SecondSampler([3, 5, 2, 4, 6], seed=1)
+    one.set_epoch(2)
+    both = []
+    for r in range(2):
+        s = data.SecondSampler([3, 5, 2, 4, 6], seed=1, rank=r, world_size=2)
+        s.set_epoch(2)
+        both += list(s)
+    assert set(both) == set(one)  # the ranks split the same epoch (with one padded repeat)
+    assert all(0 <= sec < [3, 5, 2, 4, 6][i] for i, sec in one)
+    one.set_epoch(3)
+    assert list(one) != both[:5]
+
+
+def test_validation_batches_only_videos_of_one_length():
+    infos = [data.VideoInfo(id=str(i), label=0, num_seconds=s) for i, s in enumerate([10, 9, 10, 10, 9])]
+    batches = data.length_batches(infos, 2)
+    assert sorted(i for b in batches for i in b) == [0, 1, 2, 3, 4]
+    assert all(len({infos[i].num_seconds for i in b}) == 1 and len(b) <= 2 for b in batches)
+
+
+@pytest.fixture(scope="module")
+def run2(tmp_path_factory, cache):
+    """A two-epoch run shared by the tests that only read its outputs."""
+    out = tmp_path_factory.mktemp("runs") / "run2"
+    seen = []
+    result = train(cache, out, config=TrainConfig(epochs=2, **SMALL), progress=False,
+                   on_epoch=seen.append)
+    return out, result, seen
+
+
+def test_train_overfits_tiny_cache(tmp_path, cache):
+    config = TrainConfig(epochs=5, **{**SMALL, "lr": 1e-2, "batch_size": 3})
+    result = train(cache, tmp_path / "run", config=config, progress=False)
+    assert evaluate_accuracy(result.model, cache, split="train")["acc"] == 1.0
+
+
+def test_train_writes_checkpoints_metrics_and_config(run2):
+    out, _, seen = run2
+    assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and rows == seen
+    assert {"train_loss", "val_acc", "val_video_acc", "data_wait_share"} <= set(rows[0])
+    assert json.loads((out / "config.json").read_text())["train"]["epochs"] == 2
+
+
+@pytest.mark.parametrize("reader", [{"workers": 2}, {"in_memory": "yes"}])
+def test_train_is_repeatable_with_a_seed_and_any_reader(tmp_path, cache, run2, reader):
+    again = train(cache, tmp_path / "b", config=TrainConfig(epochs=2, **{**SMALL, **reader}),
+                  progress=False)
+    assert params_digest(again.model) == params_digest(run2[1].model)
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path, cache, run2):
+    full = train(cache, tmp_path / "full", config=TrainConfig(epochs=3, **SMALL), progress=False)
+    shutil.copytree(run2[0], tmp_path / "part")
+    resumed = train(cache, tmp_path / "part", config=TrainConfig(epochs=3, **SMALL),
+                    resume=True, progress=False)
+    assert params_digest(resumed.model) == params_digest(full.model)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+
+
+def test_resume_refuses_a_cache_of_another_extract_config(tmp_path, run2):
+    other = make_cache(tmp_path / "other.h5", per_class=1, seconds=1, config={**EXTRACT, "fps": 8})
+    with pytest.raises(ConfigMismatch, match="fps"):
+        train(other, run2[0], config=TrainConfig(epochs=3, **SMALL), resume=True, progress=False)
+
+
+def test_existing_run_needs_resume(cache, run2):
+    with pytest.raises(CheckpointError, match="resume"):
+        train(cache, run2[0], config=TrainConfig(epochs=2, **SMALL), progress=False)
+
+
+def test_checkpoint_round_trip_gives_identical_outputs(cache, run2):
+    out, result, _ = run2
+    model, info = load_model(out / "last.pt")
+    with FeatureCache(cache) as c:
+        vid = c.ids("val")[0]
+        visual = torch.from_numpy(c.visual(vid)).permute(0, 1, 4, 2, 3).flatten(0, 1)[None]
+        audio = torch.from_numpy(c.audio(vid)).permute(0, 1, 4, 2, 3).flatten(0, 1)[None]
+        extract = c.config
+    with torch.no_grad():
+        want, got = result.model(visual, audio), model(visual, audio)
+    assert torch.equal(want.maps, got.maps) and torch.equal(want.logits, got.logits)
+    assert info.classes == CLASSES and info.extract_config == extract and info.epoch == 2
+    assert info.train_config == TrainConfig(epochs=2, **SMALL)
+    assert model.visual_mean.abs().max() > 1e5  # the normalisation travelled with the weights
+
+
+def _ddp_worker(rank: int, port: int, cache: str, out: str, sums: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")
+    torch.set_num_threads(1)
+    result = train(cache, out, config=TrainConfig(epochs=2, **SMALL), progress=False)
+    with open(os.path.join(sums, f"rank{rank}.txt"), "w") as f:
+        f.write(params_digest(result.model))
+
+
+def test_two_process_gloo_run_keeps_weights_in_sync(tmp_path, cache):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_ddp_worker, args=(port, str(cache), str(tmp_path / "run"), str(tmp_path)),
+                       nprocs=2, join=True, start_method="spawn")
+    digests = [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)]
+    assert digests[0] == digests[1]
+    model, info = load_model(tmp_path / "run" / "last.pt")
+    assert params_digest(model) == digests[0] and info.epoch == 2
+    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 2 and json.loads(rows[0])["world_size"] == 2
+
+
+def test_cli_train_end_to_end(tmp_path, cache):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["train", "--features", str(cache), "--out", str(out),
+                                      "--epochs", "2", "--batch-size", "4", "--workers", "0",
+                                      "--dim", "16", "--hidden", "16", "--no-progress"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in result.output.splitlines() if x.startswith("{")]
+    assert [r["epoch"] for r in lines] == [1, 2]
+    assert (out / "best.pt").is_file() and (out / "metrics.jsonl").is_file()
