@@ -1,4 +1,4 @@
-"""Small real mp4 clips for the tests, written with PyAV (H.264 + AAC).
+"""Small real mp4 clips for the tests (H.264 + AAC through avstm's PyAV writer).
 
 ``index_frames`` draws each frame's index as a binary code of black/white bars, so a test can
 read back exactly which source frame it got after lossy encoding.
@@ -6,11 +6,12 @@ read back exactly which source frame it got after lossy encoding.
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
+
+from avstm.synth.video import write_mp4
 
 CODE_BITS = 10
 
@@ -40,45 +41,15 @@ def write_clip(path, frames: np.ndarray | None = None, *, fps: float = 24, secon
                audio: np.ndarray | None = None, sample_rate: int = 16000, layout: str = "mono",
                codec: str = "libx264", pix_fmt: str = "yuv420p", audio_stream: bool = True,
                rotation: int | None = None, width: int = 128, height: int = 96) -> Path:
-    """Write an mp4. frames (N, H, W, 3) uint8 (default: index frames for ``seconds``);
-    audio (C, M) or (M,) float32 (default: a 440 Hz tone over the clip when ``audio_stream``)."""
-    path = Path(path)
+    """Write an mp4 with avstm's own writer. frames (N, H, W, 3) uint8 (default: index frames
+    for ``seconds``); audio (C, M) or (M,) float32 (default: a 440 Hz tone over the clip in every
+    channel of ``layout`` when ``audio_stream``)."""
     if frames is None:
         frames = index_frames(int(round((seconds or 1.0) * fps)), width, height)
-    n, h, w = frames.shape[:3]
-    channels = len(av.AudioLayout(layout).channels)
     if audio is None and audio_stream:
-        t = np.arange(int(n / fps * sample_rate)) / sample_rate
+        channels = len(av.AudioLayout(layout).channels)
+        t = np.arange(int(len(frames) / fps * sample_rate)) / sample_rate
         audio = np.tile((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), (channels, 1))
     if audio is not None and audio.ndim == 1:
         audio = audio[None]
-    rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(path), "w", format="mp4") as out:
-        vs = out.add_stream(codec, rate=rate)
-        vs.width, vs.height, vs.pix_fmt = w, h, pix_fmt
-        if rotation is not None:
-            vs.set_display_rotation(rotation)
-        as_ = None
-        if audio is not None:
-            as_ = out.add_stream("aac", rate=sample_rate, layout=layout)
-        for i, f in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
-            frame.pts = i
-            frame.time_base = 1 / rate
-            for p in vs.encode(frame):
-                out.mux(p)
-        for p in vs.encode(None):
-            out.mux(p)
-        if as_ is not None:
-            step = 1024
-            for s in range(0, audio.shape[1], step):
-                chunk = np.ascontiguousarray(audio[:, s:s + step].astype(np.float32))
-                af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
-                af.sample_rate = sample_rate
-                af.pts = s
-                af.time_base = Fraction(1, sample_rate)
-                for p in as_.encode(af):
-                    out.mux(p)
-            for p in as_.encode(None):
-                out.mux(p)
-    return path
+    return write_mp4(path, frames, fps, audio, sample_rate, codec=codec, pix_fmt=pix_fmt, rotation=rotation)

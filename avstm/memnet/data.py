@@ -230,12 +230,8 @@ def length_batches(infos: list[VideoInfo], batch_size: int) -> list[list[int]]:
             for j in range(0, len(idx), batch_size)]
 
 
-class TrainSeconds(Dataset):
-    """Training items: one second of a video, T steps.
-
-    dataset[(video index, second)] → visual (T, C_v, 8, 8) float32, audio (T, 512, 6, 4)
-    float32, targets (T,) int64 (the video's class, or per-second labels with background).
-    """
+class _CacheItems(Dataset):
+    """Items read from a cache (or its in-memory copy) for a list of videos."""
 
     def __init__(self, cache_path, infos: list[VideoInfo], *, labels: str = "video",
                  memory: dict | None = None):
@@ -246,6 +242,14 @@ class TrainSeconds(Dataset):
 
     def __len__(self) -> int:
         return len(self.infos)
+
+
+class TrainSeconds(_CacheItems):
+    """Training items: one second of a video, T steps.
+
+    dataset[(video index, second)] → visual (T, C_v, 8, 8) float32, audio (T, 512, 6, 4)
+    float32, targets (T,) int64 (the video's class, or per-second labels with background).
+    """
 
     def __getitem__(self, key: tuple[int, int]):
         index, second = key
@@ -255,22 +259,12 @@ class TrainSeconds(Dataset):
         return torch.from_numpy(v[0]), torch.from_numpy(a[0]), torch.from_numpy(targets)
 
 
-class WholeVideos(Dataset):
+class WholeVideos(_CacheItems):
     """Evaluation items: every second of a video as one clip of S·T steps.
 
     dataset[i] → visual (S·T, C_v, 8, 8), audio (S·T, 512, 6, 4), targets (S·T,) int64,
     video label () int64.
     """
-
-    def __init__(self, cache_path, infos: list[VideoInfo], *, labels: str = "video",
-                 memory: dict | None = None):
-        if labels not in LABEL_MODES:
-            raise ValueError(f"labels must be one of {LABEL_MODES}, got {labels!r}")
-        self.infos, self.labels = infos, labels
-        self.reader = _CacheReader(cache_path, memory=memory)
-
-    def __len__(self) -> int:
-        return len(self.infos)
 
     def __getitem__(self, index: int):
         info = self.infos[index]
