@@ -160,6 +160,36 @@ def _complete_groups(f: h5py.File) -> Iterable[tuple[str, h5py.Group]]:
             yield str(g.attrs["id"]), g
 
 
+def acquire_lock(path: Path):
+    """Take the writer's lock of the cache ``path`` (``<path>.lock``, held until closed).
+
+    Raises CacheError naming the other process when one holds it. The lock dies with its
+    process, so a killed run never leaves a stale lock.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path.with_name(path.name + ".lock"), "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "?"
+        fh.close()
+        raise CacheError(f"{path}: another avstm process (pid {holder}) is writing this cache; "
+                         f"wait for it or choose another --out") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
+
+
+def check_unlocked(path: str | os.PathLike) -> None:
+    """Fail early (before minutes of model loading) if another process writes ``path`` now."""
+    fh = acquire_lock(Path(path))
+    fcntl.flock(fh, fcntl.LOCK_UN)
+    fh.close()
+
+
 class CacheWriter:
     """Writes videos into a cache crash-safely (see the module docstring). A context manager.
 
@@ -179,7 +209,7 @@ class CacheWriter:
         self.content_fields = None if content_fields is None else list(content_fields)
         self.parts_dir = self.path.with_name(self.path.name + ".parts")
         self.part_videos, self.part_seconds = part_videos, part_seconds
-        self._lock_file = self._lock()
+        self._lock_file = acquire_lock(self.path)
         self._done: set[str] = set()
         self._part: h5py.File | None = None
         self._part_tmp: Path | None = None
@@ -197,24 +227,6 @@ class CacheWriter:
         self._thread.start()
 
     # ---- locking and resumption ---------------------------------------------------------
-    def _lock(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        fh = open(lock_path, "a+")
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "?"
-            fh.close()
-            raise CacheError(f"{self.path}: another avstm process (pid {holder}) is writing this cache; "
-                             f"wait for it or choose another --out") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        return fh
-
     def _unlock(self) -> None:
         if self._lock_file is not None:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)

@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from avstm import media
-from avstm.cache import CacheWriter, VideoRecord, merge_caches
+from avstm.cache import CacheWriter, VideoRecord, check_unlocked, merge_caches
 from avstm.datasets import Dataset, VideoItem, second_labels
 from avstm.errors import MediaError
 from avstm.extract.backbones import VISUAL_BACKBONES, VisualBackbone, load_visual_backbone, weights_checksum
@@ -358,6 +358,7 @@ def extract(dataset: Dataset, out: str | os.PathLike, *, config: ExtractConfig =
     out = Path(out)
     rank, world = _dist()
     t_start = time.perf_counter()
+    check_unlocked(out if world == 1 else shard_path(out, rank, world))  # before loading models
     extractor = FeatureExtractor(config)
     with _main_threads(1 if extractor.cuda and config.workers > 0 else None):
         return _extract(dataset, out, extractor, rank, world, t_start, progress, profile)
