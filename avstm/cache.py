@@ -93,7 +93,7 @@ def config_sha256(config_json: str) -> str:
     return hashlib.sha256(config_json.encode("utf-8")).hexdigest()
 
 
-def _scale(max_abs: float, dtype: str) -> float:
+def fp16_scale(max_abs: float, dtype: str = "float16") -> float:
     """The power of two that keeps stored float16 values below FP16_LIMIT (1 for float32)."""
     if dtype != "float16" or max_abs < FP16_LIMIT:
         return 1.0
@@ -108,7 +108,7 @@ def _encode(arr: np.ndarray, dtype: str, what: str) -> tuple[np.ndarray, float]:
         raise CacheError(f"{what} features hold inf or NaN; not cached")
     if dtype != "float16":
         return t.numpy(), 1.0
-    scale = _scale(float(t.abs().max()) if t.numel() else 0.0, dtype)
+    scale = fp16_scale(float(t.abs().max()) if t.numel() else 0.0, dtype)
     return (t / scale if scale != 1.0 else t).half().numpy(), scale
 
 

@@ -14,7 +14,12 @@ import click
 from avstm import __version__
 from avstm.errors import AvstmError
 from avstm.demo import DemoConfig
+from avstm.evaluate.baselines import BASELINES
+from avstm.evaluate.run import EvaluateConfig
 from avstm.extract.config import ExtractConfig
+from avstm.localize.run import LocalizeConfig
+from avstm.memnet.train import TrainConfig
+from avstm.synth.config import SynthConfig
 
 
 def make_config(config_cls, **options):
@@ -116,7 +121,6 @@ def extract(dataset, root, videos, labels, out, quiet, **options):
 
 
 
-from avstm.synth.config import SynthConfig  # noqa: E402  (kept beside its command)
 
 
 @cli.command()
@@ -184,7 +188,6 @@ def cache_merge(inputs, out):
     click.echo(f"{out}: {n} videos from {len(inputs)} caches")
 
 
-from avstm.memnet.train import TrainConfig  # noqa: E402  (kept beside its command)
 
 
 def _train_default(name):
@@ -236,7 +239,6 @@ def train_command(features, out, resume, no_progress, **options):
         click.echo(f"{result.best_path} (best), {result.last_path} (last)", err=True)
 
 
-from avstm.localize.run import LocalizeConfig  # noqa: E402  (kept beside its command)
 
 
 def _localize_default(name):
@@ -302,8 +304,6 @@ def localize_command(video, features, video_id, checkpoint, out, save_maps, no_o
                    err=True)
 
 
-from avstm.evaluate.baselines import BASELINES  # noqa: E402  (kept beside their command)
-from avstm.evaluate.run import EvaluateConfig  # noqa: E402
 
 
 def _evaluate_default(name):

@@ -7,7 +7,6 @@ only the cache's path and open it lazily, once per DataLoader worker.
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 
@@ -16,7 +15,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
-from avstm.cache import FP16_LIMIT, FeatureCache
+from avstm.cache import FeatureCache, fp16_scale
 from avstm.errors import CacheError
 
 LABEL_MODES = ("video", "segment")  # weak video label on every step | per-second labels
@@ -139,9 +138,8 @@ def _pack(x: np.ndarray, half: bool) -> tuple[np.ndarray, float]:
     x = x.transpose(0, 1, 4, 2, 3)
     if not half:
         return np.ascontiguousarray(x, dtype=np.float32), 1.0
-    m = float(np.max(np.abs(x))) if x.size else 0.0
-    # The cache's own rule: a power of two keeps |stored| < FP16_LIMIT, and division by it is exact.
-    scale = 1.0 if m < FP16_LIMIT else float(2.0 ** math.ceil(math.log2(m / FP16_LIMIT)))
+    # the cache's own rule: a power of two keeps |stored| in float16's range; dividing is exact
+    scale = fp16_scale(float(np.max(np.abs(x))) if x.size else 0.0)
     return np.ascontiguousarray(x / scale, dtype=np.float16), scale
 
 
