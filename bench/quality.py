@@ -9,7 +9,8 @@ videos apart. Every step is resumable: re-running reuses what is on disk.
     python bench/quality.py --out DIR --videos 120 --epochs 10  # a quicker look
 
 Prints the ablation table (success@0.5, mean cIoU, AUC, box IoU@0.5, pointing game, ceilings)
-for the value:0.5 binarisation (the paper's) and for top:0.5, and writes DIR/quality.json.
+for the value:0.5 binarisation (the paper's) and for top:0.5, and writes DIR/quality-LABELS.json
+and DIR/eval-LABELS/ablation.json.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ def main() -> None:
     ecfg_eval = EvaluateConfig(device=args.device, figure_videos=0)
     result = timed("evaluate", lambda: evaluate_ablation(
         truth, checkpoints, features=features, config=ecfg_eval,
-        baselines=("centre", "whole-image", "uniform"), out_dir=out, progress=False))
+        baselines=("centre", "whole-image", "uniform"), out_dir=out / f"eval-{args.labels}",
+        progress=False))
     print(result.table)
     # the same methods under the top:0.5 binarisation (EZ-VSL's), which a softmax map can pass
     tables = {"value:0.5": result.table}
@@ -91,8 +93,9 @@ def main() -> None:
         print("\n" + tables[mode])
     summary = {"args": {k: str(v) for k, v in vars(args).items()}, "seconds": seconds, "tables": tables,
                "ablation": str(result.path)}
-    (out / "quality.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(f"\n[quality] wrote {out / 'quality.json'}; seconds: " +
+    path = out / f"quality-{args.labels}.json"
+    path.write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"\n[quality] wrote {path}; seconds: " +
           ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
 
 
