@@ -304,8 +304,6 @@ def localize_command(video, features, video_id, checkpoint, out, save_maps, no_o
                    err=True)
 
 
-
-
 def _evaluate_default(name):
     return config_default(EvaluateConfig, name)
 
