@@ -3,11 +3,13 @@ the data-wait share of real training steps, and an estimate of a 30-epoch AVE-si
 
 A synthetic cache (float16, ResNet-152 shapes: visual (S, 4, 8, 8, 2048), audio (S, 4, 6, 4, 512))
 is written with CacheWriter; batches are read through avstm.memnet.data (one random second per
-video, SecondSampler order, DataLoader workers) in three states:
+video, SecondSampler order, DataLoader workers) in four states:
   hdf5_cold   the file's pages evicted first (posix_fadvise DONTNEED on the file; with
               --drop-caches, also `echo 3 > /proc/sys/vm/drop_caches`): a cache larger than RAM;
   hdf5_warm   the file in the page cache;
-  memory      the split preloaded into RAM (what `--in-memory yes` does).
+  memory      the split preloaded into RAM, read through DataLoader workers.
+  held        the split as tensors on the training device, batches gathered by indexing
+              (what `avstm train --in-memory yes|auto` does).
 For each: reading alone (batches/s, MB/s) and with a training step per batch (forward + backward
 + Adam of STMNet, bf16 autocast on CUDA), where the time spent waiting for the next batch over
 the whole loop is the data-wait share.
@@ -94,6 +96,11 @@ def loader(path: Path, infos, memory, batch: int, workers: int, first: int, epoc
     return DataLoader(ds, batch_size=batch, sampler=Epochs(infos, first, epochs), num_workers=workers,
                       drop_last=True, pin_memory=torch.cuda.is_available(), persistent_workers=False,
                       prefetch_factor=4 if workers else None)
+
+
+def held(infos, memory, batch: int, first: int, epochs: int, device: torch.device) -> data.HeldSeconds:
+    """What ``avstm train`` does in memory: the split as tensors on the device, batches indexed."""
+    return data.HeldSeconds(memory, infos, Epochs(infos, first, epochs), batch, device=device)
 
 
 def read_only(dl: DataLoader, device: torch.device, skip: int = 2) -> tuple[int, float]:
@@ -184,16 +191,19 @@ def main() -> None:
         opt.step()
 
     res["step_s"] = common.timeit(step, device=device, repeat=5)
-    for name, mem in (("hdf5_cold", None), ("hdf5_warm", None), ("memory", memory)):
+    for name, mem in (("hdf5_cold", None), ("hdf5_warm", None), ("memory", memory), ("held", memory)):
+        def make(first, name=name, mem=mem):
+            if name == "held":
+                return held(infos, mem, batch, first, epochs, device)
+            return loader(path, infos, mem, batch, workers, first, epochs)
         if name == "hdf5_cold":
             evict(path, args.drop_caches)
-        n, wall = read_only(loader(path, infos, mem, batch, workers, 0, epochs), device)
+        n, wall = read_only(make(0), device)
         res[f"{name}_read_batches_per_s"] = n / wall
         res[f"{name}_read_mb_per_s"] = n * batch * second_bytes / wall / 1e6
         if name == "hdf5_cold":
             evict(path, args.drop_caches)
-        n, wall, wait = with_training(loader(path, infos, mem, batch, workers, epochs, epochs), device, model,
-                                      opt, amp)
+        n, wall, wait = with_training(make(epochs), device, model, opt, amp)
         res[f"{name}_train_batches_per_s"] = n / wall
         res[f"{name}_data_wait_share"] = wait / wall
         print(f"  {name}: read {res[f'{name}_read_batches_per_s']:.1f} batches/s "
@@ -201,16 +211,19 @@ def main() -> None:
               f"{n / wall:.2f} batches/s, data wait {100 * wait / wall:.1f}%")
     res["ratio_hdf5_warm_to_memory_read"] = res["hdf5_warm_read_batches_per_s"] / res["memory_read_batches_per_s"]
     res["ratio_hdf5_cold_to_memory_read"] = res["hdf5_cold_read_batches_per_s"] / res["memory_read_batches_per_s"]
+    res["ratio_held_to_memory_read"] = res["held_read_batches_per_s"] / res["memory_read_batches_per_s"]
+    print(f"  held tensors / DataLoader over memory: {res['ratio_held_to_memory_read']:.1f}× the batches per second")
     # a 30-epoch AVE-sized run: 3339 videos, one second each per epoch, batch 128
     step_s = res["step_s"] * (AVE_BATCH / batch)  # compute scales with the batch
     steps = AVE_EPOCHS * (AVE_TRAIN // AVE_BATCH)
-    for name in ("hdf5_cold", "memory"):
+    for name in ("hdf5_cold", "memory", "held"):
         read_s = AVE_BATCH / batch / res[f"{name}_read_batches_per_s"]  # all workers together
         res[f"ave30_{name}_estimate_s"] = steps * max(step_s, read_s)
     res["ave30_step_s"] = step_s
     print(f"  30 epochs of AVE (3,339 train videos, batch 128, {steps} steps): "
           f"~{res['ave30_hdf5_cold_estimate_s'] / 60:.1f} min from a cold HDF5 cache, "
-          f"~{res['ave30_memory_estimate_s'] / 60:.1f} min from memory (training steps only; "
+          f"~{res['ave30_memory_estimate_s'] / 60:.1f} min from memory through DataLoader workers, "
+          f"~{res['ave30_held_estimate_s'] / 60:.1f} min from tensors held on the device (training steps only; "
           f"step {step_s * 1000:.0f} ms at batch 128, scaled from batch {batch}; one random second "
           f"per video; the HDF5 figure assumes every read is cold)")
     common.report(f"reader_{device.type}", res, args.json)

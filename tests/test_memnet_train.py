@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from torch.utils.data import DataLoader
 from click.testing import CliRunner
 
 from avstm.cache import CacheWriter, FeatureCache, VideoRecord
@@ -218,3 +219,20 @@ def test_cli_train_end_to_end(tmp_path, cache):
     lines = [json.loads(x) for x in result.output.splitlines() if x.startswith("{")]
     assert [r["epoch"] for r in lines] == [1, 2]
     assert (out / "best.pt").is_file() and (out / "metrics.jsonl").is_file()
+
+
+@pytest.mark.parametrize("labels", ["video", "segment"])
+def test_held_seconds_gives_the_dataloader_batches(cache, labels):
+    """The in-memory reader (tensors indexed on the device) yields exactly the batches of a
+    DataLoader over TrainSeconds with the same sampler."""
+    with FeatureCache(cache) as c:
+        infos = data.video_infos(c, "train")
+    sampler = data.SecondSampler([i.num_seconds for i in infos], seed=3)
+    sampler.set_epoch(1)
+    held = data.HeldSeconds(data.preload(cache, infos), infos, sampler, 3, labels=labels)
+    loader = DataLoader(data.TrainSeconds(cache, infos, labels=labels), batch_size=3, sampler=sampler)
+    pairs = list(zip(held, loader))
+    assert len(pairs) == len(held) == len(loader) > 1
+    for got, want in pairs:
+        for g, w in zip(got, want):
+            assert g.dtype == w.dtype and torch.equal(g, w)

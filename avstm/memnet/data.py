@@ -194,6 +194,52 @@ def _targets(labels: np.ndarray, video_label: int, steps: int, mode: str) -> np.
     return np.repeat(np.asarray(labels, dtype=np.int64), steps)
 
 
+class HeldSeconds:
+    """The training split held as tensors on the training device: batches are gathered by
+    indexing, with no DataLoader workers, no per-item copies and no collation.
+
+    Each second of each video is one row: visual (N, T, C_v, 8, 8) and audio (N, T, 512, 6, 4)
+    in the cache's precision (float16 divided by a per-video power-of-two scale, or float32),
+    the scales (N,) and per-second labels (N,). On a GPU this keeps the input off the critical
+    path: a batch is one ``index_select`` per modality.
+    Iterating yields the same batches, in the same order, as a DataLoader over ``TrainSeconds``
+    with this sampler and batch size: visual (B, T, C_v, 8, 8) float32, audio (B, T, 512, 6, 4)
+    float32, targets (B, T) int64, all on ``device``.
+    """
+
+    def __init__(self, memory: dict[str, _Held], infos: list[VideoInfo], sampler: "SecondSampler",
+                 batch_size: int, *, labels: str = "video", device: torch.device | str = "cpu"):
+        if labels not in LABEL_MODES:
+            raise ValueError(f"labels must be one of {LABEL_MODES}, got {labels!r}")
+        self.sampler, self.batch_size, self.labels = sampler, batch_size, labels
+        self.device = torch.device(device)
+        held = [memory[i.id] for i in infos]
+        counts = [len(h.labels) for h in held]
+        self.offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        cat = lambda xs: torch.from_numpy(np.concatenate(xs)).to(self.device)  # noqa: E731
+        self.visual = cat([h.visual for h in held])  # (N, T, C_v, 8, 8)
+        self.audio = cat([h.audio for h in held])  # (N, T, 512, 6, 4)
+        self.visual_scale = cat([np.full(n, h.visual_scale, np.float32) for h, n in zip(held, counts)])
+        self.audio_scale = cat([np.full(n, h.audio_scale, np.float32) for h, n in zip(held, counts)])
+        self.second_labels = cat([h.labels for h in held])  # (N,)
+        self.video_labels = cat([np.full(n, i.label, np.int64) for i, n in zip(infos, counts)])
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
+
+    def __iter__(self):
+        keys = list(self.sampler)
+        steps = self.visual.shape[1]
+        for b in range(0, len(keys), self.batch_size):
+            rows = torch.as_tensor([self.offsets[v] + s for v, s in keys[b:b + self.batch_size]],
+                                   device=self.device)
+            visual = self.visual.index_select(0, rows).float() * self.visual_scale[rows].view(-1, 1, 1, 1, 1)
+            audio = self.audio.index_select(0, rows).float() * self.audio_scale[rows].view(-1, 1, 1, 1, 1)
+            lab = self.second_labels if self.labels == "segment" else self.video_labels
+            targets = lab.index_select(0, rows)[:, None].expand(-1, steps).contiguous()  # (B, T)
+            yield visual, audio, targets
+
+
 class SecondSampler(Sampler):
     """Yields (video index, second) keys: this rank's share of a shuffled epoch, one random
     second per video. The draw depends only on (seed, epoch), not on workers or ranks."""

@@ -134,6 +134,13 @@ def _use_memory(choice: str, cache_path, infos: list[data.VideoInfo]) -> bool:
     return data.split_bytes(cache_path, infos) * copies < 0.5 * data.available_memory()
 
 
+def _fits_on_gpu(memory: dict, infos: list[data.VideoInfo], device: torch.device) -> bool:
+    """Whether the held training split takes under half of the GPU's free memory."""
+    need = sum(memory[i.id].visual.nbytes + memory[i.id].audio.nbytes for i in infos)
+    free, _ = torch.cuda.mem_get_info(device)
+    return need < 0.5 * free
+
+
 def _check_resume(ckpt: dict, cache_cfg: dict, classes: list[str], config: TrainConfig, path) -> None:
     stored = ckpt.get("extract_config", {})
     # Only the fields that decide the cache's content (not e.g. the extractor's worker count).
@@ -275,8 +282,19 @@ def _train(cache_path, out, config, resume, progress, on_epoch, d: _Dist, device
                        persistent_workers=workers > 0)
     if workers > 0:
         loader_opts["prefetch_factor"] = 4
-    train_loader = DataLoader(data.TrainSeconds(cache_path, train_infos, labels=config.labels, memory=memory),
-                              batch_size=per_rank_batch, sampler=sampler, **loader_opts)
+    # In memory on a GPU (or without workers), batches are gathered by indexing tensors held on
+    # the device: no worker copies, no collation, no 300 MB host-to-device copy per batch. On a
+    # CPU with workers, the DataLoader overlaps reading with the step and wins instead.
+    if memory is not None and (device.type == "cuda" or workers == 0):
+        held_on = device if device.type == "cuda" and _fits_on_gpu(memory, train_infos, device) else "cpu"
+        train_loader = data.HeldSeconds(memory, train_infos, sampler, per_rank_batch,
+                                        labels=config.labels, device=held_on)
+        for info in train_infos:  # the tensors are the copy now; validation keeps its videos
+            memory.pop(info.id, None)
+    else:
+        train_loader = DataLoader(data.TrainSeconds(cache_path, train_infos, labels=config.labels,
+                                                    memory=memory),
+                                  batch_size=per_rank_batch, sampler=sampler, **loader_opts)
     val_shard = val_infos[d.rank::d.world_size]
     val_loader = DataLoader(data.WholeVideos(cache_path, val_shard, labels=config.labels, memory=memory),
                             batch_sampler=data.length_batches(val_shard, max(1, per_rank_batch // 4)),
