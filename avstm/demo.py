@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from avstm.config import PlainConfig
 from avstm.datasets import read_ave
 from avstm.evaluate.annotations import read_ground_truth
 from avstm.evaluate.report import format_method_table
@@ -28,7 +29,7 @@ from avstm.synth.generate import generate
 
 
 @dataclasses.dataclass(frozen=True)
-class DemoConfig:
+class DemoConfig(PlainConfig):
     """The demo's light configuration (the paper's values in comments)."""
 
     videos: int = 60  # generated videos (AVE: 4,143)
@@ -44,9 +45,6 @@ class DemoConfig:
     memory: str = "full"
     workers: int = 1
     device: str = "auto"
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass

@@ -49,12 +49,7 @@ def main() -> None:
     repeat = 1 if args.quick else 5
 
     def train_batched():
-        opt.zero_grad(set_to_none=True)
-        with amp:
-            out = model(vis, aud)
-            loss = F.cross_entropy(out.logits.flatten(0, 1).float(), target.flatten())
-        loss.backward()
-        opt.step()
+        common.train_step(model, opt, amp, vis, aud, target)
 
     def train_loop():
         opt.zero_grad(set_to_none=True)

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -131,13 +130,7 @@ def with_training(dl: DataLoader, device: torch.device, model, opt, amp) -> tupl
         wait += time.perf_counter() - tw
         if batch is None:
             break
-        v, a, y = (x.to(device, non_blocking=True) for x in batch)
-        opt.zero_grad(set_to_none=True)
-        with amp:
-            out = model(v, a)
-            loss = F.cross_entropy(out.logits.flatten(0, 1).float(), y.flatten())
-        loss.backward()
-        opt.step()
+        common.train_step(model, opt, amp, *(x.to(device, non_blocking=True) for x in batch))
         n += 1
     common.sync(device)
     return n, time.perf_counter() - t0, wait
@@ -184,11 +177,7 @@ def main() -> None:
     y0 = torch.randint(0, 29, (batch, 4), device=device)
 
     def step():
-        opt.zero_grad(set_to_none=True)
-        with amp:
-            loss = F.cross_entropy(model(v0, a0).logits.flatten(0, 1).float(), y0.flatten())
-        loss.backward()
-        opt.step()
+        common.train_step(model, opt, amp, v0, a0, y0)
 
     res["step_s"] = common.timeit(step, device=device, repeat=5)
     for name, mem in (("hdf5_cold", None), ("hdf5_warm", None), ("memory", memory), ("held", memory)):

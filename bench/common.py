@@ -72,6 +72,18 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def train_step(model, opt, amp, visual, audio, targets) -> None:
+    """One STMNet training step as ``avstm train`` takes it: forward under ``amp``, cross-entropy
+    over every step's logits, backward, Adam. visual (B, T, C_v, 8, 8), audio (B, T, 512, 6, 4),
+    targets (B, T)."""
+    opt.zero_grad(set_to_none=True)
+    with amp:
+        logits = model(visual, audio).logits.flatten(0, 1).float()
+        loss = torch.nn.functional.cross_entropy(logits, targets.flatten())
+    loss.backward()
+    opt.step()
+
+
 def timeit(fn, *, device: torch.device, warmup: int = 1, repeat: int = 3, min_time: float = 0.0) -> float:
     """Median seconds of ``fn()`` after ``warmup`` calls (synchronising CUDA around each)."""
     for _ in range(warmup):

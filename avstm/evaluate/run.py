@@ -30,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from avstm.cache import FeatureCache
+from avstm.config import PlainConfig
 from avstm.errors import AvstmError
 from avstm.evaluate.annotations import GroundTruth, frame_label, read_ground_truth
 from avstm.evaluate.baselines import BASELINES, baseline_prediction
@@ -55,7 +56,7 @@ _DESCRIPTIONS = {"value": "min-max normalised map > {p:g} (STM paper)",
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
+class EvaluateConfig(PlainConfig):
     """What ``evaluate`` measures; stored in metrics.json."""
 
     split: str = "test"  # cache split whose annotated videos are evaluated
@@ -93,18 +94,6 @@ class EvaluateConfig:
         return MetricsConfig(size=(self.size, self.size), modes=self.modes, primary=self.primary,
                              ceilings=self.ceilings)
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["modes"] = list(self.modes)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "EvaluateConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in d.items() if k in names}
-        if "modes" in kw:
-            kw["modes"] = tuple(kw["modes"])
-        return cls(**kw)
 
 
 def describe_binarisations(modes: Sequence[str]) -> dict:

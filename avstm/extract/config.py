@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+
+from avstm.config import PlainConfig
+
 
 # Fields that decide the cache's content: a cache written with other values is refused.
 CONTENT_FIELDS = ("visual_backbone", "visual_weights_sha", "visual_tap", "visual_channels",
@@ -12,7 +14,7 @@ CONTENT_FIELDS = ("visual_backbone", "visual_weights_sha", "visual_tap", "visual
 
 
 @dataclasses.dataclass(frozen=True)
-class ExtractConfig:
+class ExtractConfig(PlainConfig):
     """How features are extracted. Content fields (``CONTENT_FIELDS``) must match a cache to resume it."""
 
     visual_backbone: str = "resnet152"  # "resnet152" (the paper's) or "efficientnet_lite0"
@@ -44,13 +46,3 @@ class ExtractConfig:
         if self.fps < 1 or self.frame_size < 32 or self.batch_size < 1 or self.workers < 0:
             raise ValueError("fps ≥ 1, frame_size ≥ 32, batch_size ≥ 1 and workers ≥ 0 are required")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ExtractConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def replace(self, **changes) -> "ExtractConfig":
-        return dataclasses.replace(self, **changes)

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from avstm import media
 from avstm.cache import FeatureCache, compare_configs
+from avstm.config import PlainConfig
 from avstm.errors import CheckpointError, ConfigMismatch, MediaError
 from avstm.extract.config import CONTENT_FIELDS, ExtractConfig
 from avstm.extract.pipeline import FeatureExtractor, audio_examples, resolve_device
@@ -39,7 +40,7 @@ RESULT_FORMAT = "avstm-localize/1"
 
 
 @dataclasses.dataclass(frozen=True)
-class LocalizeConfig:
+class LocalizeConfig(PlainConfig):
     """How ``localize`` runs; stored in ``boxes.json``."""
 
     fps: int | None = None  # frames sampled per second; None: the checkpoint's extract fps
@@ -69,13 +70,6 @@ class LocalizeConfig:
         if self.batch_size < 1 or self.detector_min_size < 1:
             raise ValueError("batch_size and detector_min_size must be at least 1")
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LocalizeConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @dataclasses.dataclass

@@ -23,18 +23,20 @@ on steps t-2K..t; in ``unimodal`` on t-K..t; in ``none`` on t alone.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from avstm.config import PlainConfig
+
+
 MEMORY_MODES = ("none", "unimodal", "full")  # Without Temporal, U, C+U (the paper's ablations)
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(PlainConfig):
     """Hyperparameters of ``STMNet``; stored in every checkpoint."""
 
     visual_channels: int  # C_v of the cache: 2048 for ResNet-152, 320 for EfficientNet-Lite0
@@ -61,13 +63,6 @@ class ModelConfig:
         if self.proj_layers < 1:
             raise ValueError(f"proj_layers must be >= 1, got {self.proj_layers}")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @dataclass

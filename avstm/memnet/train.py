@@ -13,7 +13,6 @@ writes. Outputs in ``out_dir``: ``best.pt``, ``last.pt`` (with optimizer state, 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -30,6 +29,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from avstm.cache import FeatureCache, compare_configs
+from avstm.config import PlainConfig
 from avstm.errors import CacheError, CheckpointError, ConfigMismatch
 from avstm.extract.config import CONTENT_FIELDS
 from avstm.io import atomic_path, write_json
@@ -43,7 +43,7 @@ RUNTIME_FIELDS = ("epochs", "workers", "in_memory", "device")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(PlainConfig):
     """Everything ``train`` does, stored in each checkpoint. Model fields mirror ModelConfig;
     the visual channels and the number of classes come from the cache."""
 
@@ -79,13 +79,6 @@ class TrainConfig:
                            memory_length=self.memory_length, heads=self.heads,
                            hidden=self.hidden, dropout=self.dropout)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @dataclass

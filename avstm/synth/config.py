@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from avstm.config import PlainConfig
 from avstm.errors import ConfigMismatch
 
 
 @dataclass(frozen=True)
-class SynthConfig:
+class SynthConfig(PlainConfig):
     """Everything that decides what ``avstm synth`` writes. A video depends only on ``seed``,
     its index and the fields below other than ``videos``, so a larger ``videos`` count extends
     an existing dataset without changing the videos already written."""
@@ -60,11 +61,6 @@ class SynthConfig:
             problems.append("split_shares must sum to 1")
         if problems:
             raise ValueError("SynthConfig: " + "; ".join(problems))
-
-    def to_dict(self) -> dict:
-        """Plain JSON-able data (tuples become lists)."""
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "SynthConfig":
