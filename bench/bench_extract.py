@@ -5,6 +5,9 @@ Measured in one run, on one device, at one batch size:
             with the VGGish trunk too: the ceiling of the model side;
   decode    the parallel decode rate: the extractor's DataLoader (one pass per video, kept frames
             converted and resized, log-mel) with no model, --decode-workers processes;
+  writer    the cache writer alone (`avstm.cache.CacheWriter`, its one background thread): frames/s
+            it stores from float32 maps of this backbone's size (10 s videos at 4 fps, float16
+            cache); it must stay well above the decode rate, since on a GPU it is the next limit;
   extract   `avstm.extract.pipeline.extract` over the same clips: frames/s over the loop (after the
             backbones are loaded) and over the whole call, and the time split among decoding,
             batching, transfer, backbones and HDF5 writes (on CUDA, a second `profile=True` run
@@ -26,11 +29,13 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
+from avstm.cache import CacheWriter, VideoRecord  # noqa: E402
 from avstm.datasets import Dataset, VideoItem  # noqa: E402
 from avstm.extract.config import ExtractConfig  # noqa: E402
 from avstm.extract.pipeline import FeatureExtractor, decode_loader, extract  # noqa: E402
@@ -82,7 +87,8 @@ def bare_backbone(cfg: ExtractConfig, device: torch.device, repeat: int) -> dict
 
     tv = common.timeit(visual, device=device, warmup=2 if cfg.compile else 1, repeat=repeat)
     ta = common.timeit(audio, device=device, warmup=1, repeat=repeat)
-    return {"bare_visual_fps": b / tv, "bare_audio_fps": b / ta, "bare_visual_audio_fps": b / (tv + ta)}
+    return {"bare_visual_fps": b / tv, "bare_audio_fps": b / ta, "bare_visual_audio_fps": b / (tv + ta),
+            "visual_channels": ex.config.visual_channels}
 
 
 def decode_rate(data: Dataset, cfg: ExtractConfig) -> dict:
@@ -95,6 +101,28 @@ def decode_rate(data: Dataset, cfg: ExtractConfig) -> dict:
     wall = time.perf_counter() - t0
     return {"decode_fps": frames / wall, "decode_frames": int(frames), "decode_workers": cfg.workers,
             "decode_fps_per_worker": frames / worker_seconds}
+
+
+def writer_rate(work: Path, channels: int, videos: int, *, seconds: int = 10, fps: int = 4) -> dict:
+    """Frames/s that the cache writer stores (float32 maps in, float16 parts out, the final join
+    excluded), fed as fast as it takes them: what the extractor's writer thread can sustain."""
+    rng = np.random.default_rng(0)
+    visual = (rng.standard_normal((seconds, fps, 8, 8, channels), dtype=np.float32) * 3e4)  # scaled
+    audio = rng.random((seconds, fps, 6, 4, 512), dtype=np.float32)
+    times = (np.arange(seconds * fps).reshape(seconds, fps) + 0.5) / fps
+    out = work / "writer_bench.h5"
+    shutil.rmtree(out.with_name(out.name + ".parts"), ignore_errors=True)
+    out.unlink(missing_ok=True)
+    w = CacheWriter(out, config={"dtype": "float16", "visual_channels": channels}, classes=["tone"])
+    t0 = time.perf_counter()
+    for k in range(videos):
+        w.write(VideoRecord(id=f"w{k}", visual=visual, audio=audio, times=times, labels=np.zeros(seconds, np.int64),
+                            label=0, split="train", source="bench", duration=float(seconds)))
+    w.flush()
+    wall = time.perf_counter() - t0
+    w.close()
+    out.unlink()
+    return {"writer_fps": videos * seconds * fps / wall, "writer_ms_per_video": 1e3 * wall / videos}
 
 
 def run_extract(data: Dataset, out: Path, cfg: ExtractConfig, *, profile: bool) -> dict:
@@ -153,6 +181,11 @@ def main() -> None:
     res.update(decode_rate(dataset_of(paths, videos, "d"), dcfg))
     print(f"parallel decode ({dcfg.workers} workers): {res['decode_fps']:.1f} kept frames/s "
           f"({res['decode_fps_per_worker']:.1f} per worker)")
+    res.update(writer_rate(work, res["visual_channels"], 16 if args.quick else 64))
+    res["ratio_writer_to_decode"] = res["writer_fps"] / res["decode_fps"]
+    print(f"cache writer alone (one thread, {res['visual_channels']} channels): {res['writer_fps']:.0f} "
+          f"frames/s ({res['writer_ms_per_video']:.1f} ms per 10 s video) = "
+          f"{res['ratio_writer_to_decode']:.1f} x the parallel decode rate")
     out = work / f"{name}.h5"
     if cuda:  # warm up cudnn autotuning / compilation in this process
         run_extract(dataset_of(paths, max(2, batch // 40 + 1), "w"), out, cfg, profile=False)

@@ -3,8 +3,9 @@ import json
 import h5py
 import numpy as np
 import pytest
+import torch
 
-from avstm.cache import CacheWriter, FeatureCache, VideoRecord, merge_caches, video_key
+from avstm.cache import CacheWriter, FeatureCache, VideoRecord, finite_max_abs, merge_caches, video_key
 from avstm.errors import CacheError, ConfigMismatch
 
 CFG = {"dtype": "float16", "fps": 4, "visual_channels": 8}
@@ -58,10 +59,31 @@ def test_non_finite_features_are_refused_and_leave_no_entry(tmp_path):
     w = CacheWriter(tmp_path / "c.h5", config=CFG, classes=["a"])
     w.write(bad)
     w.write(record(1))
+    w.flush()  # both handled by the writer thread, before close
+    assert [r[0] for r in w.rejected] == ["vid/0"] and w.done_ids() == {"vid/1"}
     w.close()
     assert len(w.rejected) == 1 and w.rejected[0][0] == "vid/0" and "inf or NaN" in w.rejected[0][1]
     with FeatureCache(tmp_path / "c.h5") as c:
         assert c.ids() == ["vid/1"]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("at", [0, 1, 77, -1])  # first, inside a SIMD lane, odd offset, the tail
+def test_finite_max_abs_sees_every_non_finite_value(bad, at):
+    x = torch.randn(5, 7, 131)  # 4585 values: not a multiple of any vector width
+    finite, top = finite_max_abs(x)
+    assert bool(finite) and float(top) == float(x.abs().max())
+    x.view(-1)[at] = bad
+    assert not bool(finite_max_abs(x)[0])
+    row = np.unravel_index(at % x.numel(), x.shape)[1]
+    per_row, _ = finite_max_abs(x, 1)  # (7,): one flag per index of dim 1
+    assert per_row.tolist() == [i != row for i in range(7)]
+
+
+def test_finite_max_abs_per_index_equals_the_reference():
+    x = torch.randn(6, 4, 8, 8, 33) * torch.logspace(-3, 9, 6).view(6, 1, 1, 1, 1)
+    finite, top = finite_max_abs(x, 0)
+    assert finite.all() and torch.equal(top, x.abs().flatten(1).max(1).values)
 
 
 def test_resume_skips_done_and_rerun_changes_nothing(tmp_path):

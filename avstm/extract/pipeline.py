@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from avstm import media
-from avstm.cache import CacheWriter, VideoRecord, check_unlocked, merge_caches
+from avstm.cache import CacheWriter, VideoRecord, check_unlocked, finite_max_abs, merge_caches
 from avstm.datasets import Dataset, VideoItem, second_labels
 from avstm.errors import MediaError
 from avstm.extract.backbones import VISUAL_BACKBONES, VisualBackbone, load_visual_backbone, weights_checksum
@@ -131,7 +131,7 @@ class FeatureExtractor:
             a = self.audio_net(m)[:n]  # (N, 512, 6, 4)
         v = v.float().permute(0, 2, 3, 1).contiguous()  # (N, h, w, C_v)
         a = a.float().permute(0, 2, 3, 1).contiguous()  # (N, 6, 4, 512)
-        finite = torch.isfinite(v).flatten(1).all(1) & torch.isfinite(a).flatten(1).all(1)  # (N,)
+        finite = finite_max_abs(v, 0)[0] & finite_max_abs(a, 0)[0]  # (N,)
         if timings is not None and self.cuda:
             torch.cuda.synchronize(self.device)
             t1 = time.perf_counter()
