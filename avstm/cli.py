@@ -91,6 +91,8 @@ def cli():
               help="Decoding processes.")
 @click.option("--decode-threads", type=int, default=config_default(ExtractConfig, "decode_threads"),
               show_default=True, help="FFmpeg threads per decoding process.")
+@click.option("--decode-device", default=config_default(ExtractConfig, "decode_device"), show_default=True,
+              help="cpu, or cuda / cuda:N to decode the video on the GPU's NVDEC (FFmpeg's hardware decoder).")
 @click.option("--limit", type=int, default=None, help="Extract at most this many new videos.")
 @click.option("--compile/--no-compile", default=config_default(ExtractConfig, "compile"), show_default=True,
               help="torch.compile the visual backbone.")
@@ -118,9 +120,6 @@ def extract(dataset, root, videos, labels, out, quiet, **options):
     click.echo(result.summary())
     if result.failed and config.strict:
         raise SystemExit(1)
-
-
-
 
 
 @cli.command()

@@ -18,6 +18,10 @@ class MediaError(AvstmError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class HardwareDecodeError(AvstmError):
+    """A hardware video decoder (NVDEC through FFmpeg) that cannot be used on this machine."""
+
+
 class AnnotationError(AvstmError):
     """A malformed annotation, label or split file."""
 

@@ -11,6 +11,9 @@ Conventions (docs/ARCHITECTURE.md):
 - Frames carrying rotation metadata are turned upright.
 - A file without an audio stream decodes to silence (``MediaInfo.has_audio`` is False): a
   silent video is valid input, every second of it is simply background.
+- ``hwaccel="cuda"`` (or ``"cuda:N"``) decodes the video on the GPU's NVDEC through FFmpeg
+  (PyAV's hardware decoding); frames come back to system memory and are selected, converted and
+  resized exactly as in software. A codec NVDEC lacks falls back to software decoding.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import av
 import cv2
 import numpy as np
 
-from avstm.errors import MediaError
+from avstm.errors import HardwareDecodeError, MediaError
 
 SAMPLE_RATE = 16000
 
@@ -95,14 +98,36 @@ def _check_path(path: Path) -> None:
         raise MediaError(path, "permission denied")
 
 
-def _open(path: str | os.PathLike):
+def hardware_decoder(device: str | None):
+    """PyAV's settings for decoding on ``device``: None for "cpu" (or None), NVDEC for "cuda"
+    or "cuda:N" (software fallback for codecs NVDEC lacks)."""
+    if device in (None, "cpu"):
+        return None
+    kind, _, index = device.partition(":")
+    if kind != "cuda" or not (index == "" or index.isdigit()):
+        raise ValueError(f"decode device must be cpu, cuda or cuda:N, not {device!r}")
+    from av.codec.hwaccel import HWAccel
+
+    return HWAccel(device_type="cuda", device=index or None, allow_software_fallback=True)
+
+
+def _open(path: str | os.PathLike, hwaccel: str | None = None):
     path = Path(path)
     _check_path(path)
+    hw = hardware_decoder(hwaccel)
     try:
-        return av.open(str(path), metadata_errors="ignore")
-    except PermissionError:
-        raise MediaError(path, "permission denied") from None
-    except (av.FFmpegError, UnicodeDecodeError, ValueError) as e:
+        return av.open(str(path), metadata_errors="ignore", **({"hwaccel": hw} if hw else {}))
+    except (av.FFmpegError, UnicodeDecodeError, ValueError, OSError) as e:
+        if hw is not None:  # is it the file, or the hardware decoder?
+            with _open(path):
+                pass
+            raise HardwareDecodeError(
+                f"cannot decode on {hwaccel}: FFmpeg could not open an NVDEC decoder there "
+                f"({_reason(e)}); decode on the CPU instead (--decode-device cpu)") from None
+        if isinstance(e, PermissionError):
+            raise MediaError(path, "permission denied") from None
+        if isinstance(e, OSError) and not isinstance(e, av.FFmpegError):
+            raise
         raise MediaError(path, f"not a media file FFmpeg can read ({_reason(e)})") from None
 
 
@@ -265,7 +290,8 @@ def _video_origin(video) -> float:
 
 
 def decode(path: str | os.PathLike, *, fps: int = 4, size: tuple[int, int] | None = (256, 256),
-           times: Sequence[float] | None = None, audio: bool = True, threads: int = 0) -> Clip:
+           times: Sequence[float] | None = None, audio: bool = True, threads: int = 0,
+           hwaccel: str | None = None) -> Clip:
     """Decode a whole clip in one pass over its packets.
 
     Args:
@@ -275,6 +301,7 @@ def decode(path: str | os.PathLike, *, fps: int = 4, size: tuple[int, int] | Non
         times: explicit sorted sample times in seconds instead of the grid.
         audio: decode the audio too (else ``Clip.audio`` is empty).
         threads: decoder threads (0: FFmpeg's choice).
+        hwaccel: "cuda" or "cuda:N" to decode the video on NVDEC (None or "cpu": software).
 
     Returns:
         Clip with frames (N, H, W, 3) uint8, times (N,), audio (M,) float32 16 kHz mono.
@@ -282,13 +309,14 @@ def decode(path: str | os.PathLike, *, fps: int = 4, size: tuple[int, int] | Non
 
     Raises:
         MediaError: missing/unreadable/corrupt file, no video stream, no decodable frame.
+        HardwareDecodeError: ``hwaccel`` asked for a decoder this machine cannot open.
     """
     path = Path(path)
     selector = _FrameSelector(times, fps, size)
     kept_t: list[float] = []
     kept: list[np.ndarray] = []
     last_t = None
-    with _open(path) as container:
+    with _open(path, hwaccel) as container:
         video, astream = _streams(container, path)
         _set_threads(video, threads)
         origin = _video_origin(video)
@@ -336,6 +364,22 @@ def decode(path: str | os.PathLike, *, fps: int = 4, size: tuple[int, int] | Non
         )
     frames = np.stack(kept) if kept else np.zeros((0, h, w, 3), np.uint8)
     return Clip(frames=frames, times=np.asarray(kept_t, np.float64), audio=wave, info=info)
+
+
+def probe_decoder(path: str | os.PathLike, hwaccel: str | None) -> str:
+    """Decode the first video frame of ``path`` on ``hwaccel``; returns its pixel format as it
+    reaches system memory (NVDEC gives "nv12"; a software fallback the codec's own, e.g.
+    "yuv420p"). Raises HardwareDecodeError when the decoder cannot be opened, MediaError for
+    a bad file."""
+    path = Path(path)
+    with _open(path, hwaccel) as container:
+        video, _ = _streams(container, path)
+        try:
+            for frame in container.decode(video):
+                return frame.format.name
+        except av.FFmpegError as e:
+            raise MediaError(path, f"cannot decode ({_reason(e)})") from None
+    raise MediaError(path, "no decodable video frame")
 
 
 def _set_threads(video, threads: int) -> None:

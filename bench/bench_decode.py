@@ -17,6 +17,10 @@ Every figure is kept frames per second (4 per second of video, 256×256 RGB out,
                   `err_*` is the mean absolute pixel difference to the exact frames (0-255).
   thread_<type>_<n>  one clip, n FFmpeg threads of type SLICE/FRAME/AUTO (wall-clock rate).
   procs_<w>x<t>   w processes with t threads each over many clips: the machine's parallel rate.
+  nvdec           media.decode(..., hwaccel="cuda"): the video decoded on the GPU's NVDEC
+                  (FFmpeg through PyAV), frames downloaded, then selected and resized as above;
+                  one process, and procs_nvdec_<w>x1 over many clips (spawned processes). Only
+                  where FFmpeg can open NVDEC; compared with the CPU rows of the same run.
 
 Single-process figures are also given per CPU-second (``*_cpu``), which a loaded machine
 distorts less than wall-clock time.
@@ -26,6 +30,7 @@ distorts less than wall-clock time.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -42,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 from avstm import media  # noqa: E402
+from avstm.errors import HardwareDecodeError  # noqa: E402
 
 SIZE = (256, 256)
 FPS = 4
@@ -53,8 +59,8 @@ def _timed(fn, *args, **kwargs):
     return out, time.perf_counter() - w0, time.process_time() - c0
 
 
-def avstm_decode(path, *, audio: bool = True, threads: int = 1) -> int:
-    return len(media.decode(path, fps=FPS, size=SIZE, audio=audio, threads=threads).frames)
+def avstm_decode(path, *, audio: bool = True, threads: int = 1, hwaccel: str | None = None) -> int:
+    return len(media.decode(path, fps=FPS, size=SIZE, audio=audio, threads=threads, hwaccel=hwaccel).frames)
 
 
 def skip_decode(path, skip: str, thread_type: str = "AUTO", threads: int = 1, count: int | None = None
@@ -113,14 +119,16 @@ def jpeg_route(path, folder: Path) -> int:
 
 
 def _worker(args) -> tuple[int, float]:
-    path, threads = args
+    path, threads, hwaccel = args
     t0 = time.process_time()
-    return avstm_decode(path, threads=threads), time.process_time() - t0
+    return avstm_decode(path, threads=threads, hwaccel=hwaccel), time.process_time() - t0
 
 
-def parallel(paths: list[Path], workers: int, threads: int) -> dict:
-    jobs = [(str(p), threads) for p in paths]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+def parallel(paths: list[Path], workers: int, threads: int, hwaccel: str | None = None) -> dict:
+    jobs = [(str(p), threads, hwaccel) for p in paths]
+    # CUDA (NVDEC) does not survive a fork from a process that used it: spawn those workers
+    context = multiprocessing.get_context("spawn" if hwaccel else None)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         list(pool.map(_worker, jobs[:workers]))  # start the processes, warm the page cache
         t0 = time.perf_counter()
         out = list(pool.map(_worker, jobs))
@@ -173,6 +181,18 @@ def main() -> None:
         r = parallel(paths, w, t)
         res[f"procs_{w}x{t}_fps"], res[f"procs_{w}x{t}_fps_per_cpu_s"] = r["fps"], r["fps_per_cpu_s"]
         print(f"  {w} processes x {t} threads over {len(paths)} clips: {r['fps']:.1f} kept frames/s")
+    try:
+        res["nvdec_first_frame_format"] = media.probe_decoder(clip, "cuda")  # nv12: NVDEC decoded it
+    except HardwareDecodeError as e:
+        print(f"  nvdec: not measured ({e})")
+    else:
+        single("nvdec", avstm_decode, clip, hwaccel="cuda")
+        res["ratio_nvdec_to_avstm"] = res["nvdec_fps"] / res["avstm_fps"]
+        r = parallel(paths, cores, 1, hwaccel="cuda")
+        res[f"procs_nvdec_{cores}x1_fps"], res[f"procs_nvdec_{cores}x1_fps_per_cpu_s"] = r["fps"], r["fps_per_cpu_s"]
+        res["ratio_procs_nvdec_to_cpu"] = r["fps"] / res[f"procs_{cores}x1_fps"]
+        print(f"  {cores} processes on NVDEC over {len(paths)} clips: {r['fps']:.1f} kept frames/s "
+              f"({res['ratio_procs_nvdec_to_cpu']:.2f}x the CPU processes)")
     common.report("decode", res, args.json)
 
 

@@ -155,6 +155,7 @@ def main() -> None:
     p.add_argument("--decode-workers", type=int, default=None,
                    help="processes of the decode-rate reference (default: all cores)")
     p.add_argument("--decode-threads", type=int, default=1)
+    p.add_argument("--decode-device", default="cpu", help="cpu, or cuda: NVDEC (extract and the decode reference)")
     p.add_argument("--compile", action="store_true", help="torch.compile the visual backbone")
     args = p.parse_args()
     device = common.device_of(args.device)
@@ -168,12 +169,14 @@ def main() -> None:
     paths = make_clips(work, args.distinct or min(videos, 16), args.seconds)
     cfg = ExtractConfig(visual_backbone=args.backbone, visual_weights="random", audio_weights="random",
                         device=str(device), batch_size=batch, workers=workers,
-                        decode_threads=args.decode_threads, compile=args.compile)
-    name = f"extract_{args.backbone}_{device.type}" + ("_compile" if args.compile else "")
+                        decode_threads=args.decode_threads, decode_device=args.decode_device,
+                        compile=args.compile)
+    name = (f"extract_{args.backbone}_{device.type}" + ("_compile" if args.compile else "")
+            + ("_nvdec" if args.decode_device != "cpu" else ""))
     print(f"== {name}: {videos} videos of {args.seconds:.0f} s (480x360 30 fps H.264 + AAC), "
           f"batch {batch}, {workers} decode workers, {cores} cores")
     res = {"backbone": args.backbone, "device": str(device), "batch_size": batch, "videos": videos,
-           "workers": workers, "compile": args.compile}
+           "workers": workers, "compile": args.compile, "decode_device": args.decode_device}
     res.update(bare_backbone(cfg, device, repeat=3 if not args.quick else 1))
     print(f"bare visual backbone: {res['bare_visual_fps']:.1f} frames/s; with the audio trunk "
           f"{res['bare_visual_audio_fps']:.1f} frames/s")

@@ -7,7 +7,8 @@
 # $AVSTM_BENCH_WORK (default /tmp/avstm-bench) and are reused. Each benchmark has a time limit
 # ($AVSTM_BENCH_LIMIT seconds, default 600); one that fails or times out is reported and the
 # others still run. --compile adds a torch.compile run of the ResNet-152 extraction (CUDA).
-# --only takes a comma-separated subset of: extract_resnet152,extract_lite0,decode,memnet,reader,localize.
+# --only takes a comma-separated subset of: extract_resnet152,extract_lite0,decode,extract_nvdec (CUDA),
+# memnet,reader,localize.
 set -uo pipefail
 
 DEVICE=auto
@@ -22,7 +23,7 @@ while [ $# -gt 0 ]; do
     --quick) QUICK=(--quick); shift ;;
     --compile) COMPILE=1; shift ;;
     --only) ONLY="$2"; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -71,6 +72,7 @@ if [ "$DEVICE" = cuda ]; then
   run reader python bench/bench_reader.py --batch 128 --videos 150 --workers 8
   run extract_lite0 python bench/bench_extract.py --backbone efficientnet_lite0 --videos 96 --batch-size 256
   run decode python bench/bench_decode.py --clips $((4 * CORES))
+  run extract_nvdec python bench/bench_extract.py --backbone resnet152 --videos 96 --batch-size 256 --decode-device cuda
 else
   run extract_resnet152 python bench/bench_extract.py --backbone resnet152 --videos 3 --batch-size 16
   run extract_lite0 python bench/bench_extract.py --backbone efficientnet_lite0 --videos 4 --batch-size 32

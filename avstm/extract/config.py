@@ -31,6 +31,7 @@ class ExtractConfig(PlainConfig):
     batch_size: int = 64  # frames per backbone batch
     workers: int = 2  # decoding processes running ahead of the model
     decode_threads: int = 1  # FFmpeg threads per decoding process
+    decode_device: str = "cpu"  # "cpu", or "cuda" / "cuda:N": decode the video on NVDEC (FFmpeg)
     limit: int | None = None  # extract at most this many videos (after those already done)
     compile: bool = False  # torch.compile the visual backbone (CUDA)
     strict: bool = False  # exit non-zero when a video fails
@@ -45,4 +46,7 @@ class ExtractConfig(PlainConfig):
             raise ValueError(f"dtype must be float16 or float32, not {self.dtype!r}")
         if self.fps < 1 or self.frame_size < 32 or self.batch_size < 1 or self.workers < 0:
             raise ValueError("fps ≥ 1, frame_size ≥ 32, batch_size ≥ 1 and workers ≥ 0 are required")
+        kind, _, index = self.decode_device.partition(":")
+        if kind not in ("cpu", "cuda") or (index and (kind == "cpu" or not index.isdigit())):
+            raise ValueError(f"decode_device must be cpu, cuda or cuda:N, not {self.decode_device!r}")
 

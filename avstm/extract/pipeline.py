@@ -30,7 +30,7 @@ from tqdm import tqdm
 from avstm import media
 from avstm.cache import CacheWriter, VideoRecord, check_unlocked, finite_max_abs, merge_caches
 from avstm.datasets import Dataset, VideoItem, second_labels
-from avstm.errors import MediaError
+from avstm.errors import HardwareDecodeError, MediaError
 from avstm.extract.backbones import VISUAL_BACKBONES, VisualBackbone, load_visual_backbone, weights_checksum
 from avstm.extract.config import CONTENT_FIELDS, ExtractConfig
 from avstm.extract.vggish import example_windows, load_vggish, log_mel
@@ -206,6 +206,7 @@ class Decoded:
 class _DecodeSet(torch.utils.data.Dataset):
     def __init__(self, items: list[VideoItem], config: ExtractConfig):
         self.items, self.config = items, config
+        self.hwaccel = decode_device(config)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -215,7 +216,9 @@ class _DecodeSet(torch.utils.data.Dataset):
         t0 = time.perf_counter()
         try:
             clip = media.decode(item.path, fps=cfg.fps, size=(cfg.frame_size, cfg.frame_size),
-                                threads=cfg.decode_threads)
+                                threads=cfg.decode_threads, hwaccel=self.hwaccel)
+        except HardwareDecodeError:
+            raise  # the machine's problem, not the video's: stop the run
         except MediaError as e:
             return Decoded(item, error=e.problem)
         except Exception as e:  # an FFmpeg oddity we did not foresee: report it, keep going
@@ -231,13 +234,47 @@ def _worker_init(_):
     torch.set_num_threads(1)
 
 
-def decode_loader(items: list[VideoItem], config: ExtractConfig) -> torch.utils.data.DataLoader:
+def _as_is(d: Decoded) -> Decoded:
+    return d
+
+
+def decode_device(config: ExtractConfig) -> str | None:
+    """The hardware decoder of ``config`` for ``media.decode`` ("cuda:N"), or None (software).
+    A bare "cuda" under torchrun is this rank's GPU."""
+    if config.decode_device == "cpu":
+        return None
+    return str(resolve_device(config.decode_device))
+
+
+def decode_loader(items: list[VideoItem], config: ExtractConfig, *, start_method: str | None = None
+                  ) -> torch.utils.data.DataLoader:
     """The decoding DataLoader of ``extract``: yields one :class:`Decoded` per item, in order,
-    decoded by ``config.workers`` processes (each with one torch thread) running ahead."""
+    decoded by ``config.workers`` processes (each with one torch thread) running ahead.
+
+    Workers are forked, except with NVDEC decoding: a process forked from one that uses CUDA
+    cannot use CUDA itself, so they are spawned (``start_method`` overrides the choice).
+    """
+    if start_method is None and config.workers and decode_device(config) is not None:
+        start_method = "spawn"
     return torch.utils.data.DataLoader(
         _DecodeSet(items, config), batch_size=None, shuffle=False, num_workers=config.workers,
-        collate_fn=lambda d: d, worker_init_fn=_worker_init if config.workers else None,
-        prefetch_factor=4 if config.workers else None, persistent_workers=False)
+        collate_fn=_as_is, worker_init_fn=_worker_init if config.workers else None,
+        prefetch_factor=4 if config.workers else None, persistent_workers=False,
+        multiprocessing_context=start_method if config.workers else None)
+
+
+def check_decode_device(items: list[VideoItem], config: ExtractConfig, tries: int = 3) -> None:
+    """Raise HardwareDecodeError now, not once per video, when ``config.decode_device`` asks for
+    NVDEC and FFmpeg cannot open it here (tried on the first videos that open at all)."""
+    hw = decode_device(config)
+    if hw is None:
+        return
+    for item in items[:tries]:
+        try:
+            media.probe_decoder(item.path, hw)
+            return
+        except MediaError:
+            continue  # a bad file says nothing about the decoder; its turn to fail comes later
 
 
 class _Batcher:
@@ -359,6 +396,7 @@ def extract(dataset: Dataset, out: str | os.PathLike, *, config: ExtractConfig =
     rank, world = _dist()
     t_start = time.perf_counter()
     check_unlocked(out if world == 1 else shard_path(out, rank, world))  # before loading models
+    check_decode_device(dataset.items, config)
     extractor = FeatureExtractor(config)
     with _main_threads(1 if extractor.cuda and config.workers > 0 else None):
         return _extract(dataset, out, extractor, rank, world, t_start, progress, profile)
