@@ -467,13 +467,17 @@ class FeatureCache:
                           duration=float(a["duration"]), fps=int(g["times"].shape[1]),
                           has_audio=bool(a.get("has_audio", True)))
 
-    def _read(self, video_id: str, name: str, seconds) -> np.ndarray:
+    def stored(self, video_id: str, name: str, seconds: slice | int | None = None) -> tuple[np.ndarray, float]:
+        """The maps ``name`` ("visual" or "audio") as stored, float16 or float32 and channels-last,
+        with the scale that turns them into values (value = stored × scale). No conversion: the
+        cheapest read, for readers that convert on the GPU."""
         g = self._group(video_id)
-        ds = g[name]
-        sel = slice(None) if seconds is None else seconds
-        x = ds[sel].astype(np.float32)
-        scale = float(g.attrs.get(f"{name}_scale", 1.0))
-        return x * scale if scale != 1.0 else x
+        return g[name][slice(None) if seconds is None else seconds], float(g.attrs.get(f"{name}_scale", 1.0))
+
+    def _read(self, video_id: str, name: str, seconds) -> np.ndarray:
+        x, scale = self.stored(video_id, name, seconds)
+        x = x.astype(np.float32)
+        return x * np.float32(scale) if scale != 1.0 else x
 
     def visual(self, video_id: str, seconds: slice | int | None = None) -> np.ndarray:
         """(S, T, 8, 8, C_v) float32 (a single second drops the S axis)."""

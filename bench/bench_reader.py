@@ -7,6 +7,9 @@ video, SecondSampler order, DataLoader workers) in four states:
   hdf5_cold   the file's pages evicted first (posix_fadvise DONTNEED on the file; with
               --drop-caches, also `echo 3 > /proc/sys/vm/drop_caches`): a cache larger than RAM;
   hdf5_warm   the file in the page cache;
+  stored_cold, stored_warm   the same, with workers handing over the maps as stored (float16,
+              channels-last) and `model_batch` converting them on the device (what `avstm train`
+              does from HDF5 on a GPU; on a CPU the conversion lands in the main process);
   memory      the split preloaded into RAM, read through DataLoader workers.
   held        the split as tensors on the training device, batches gathered by indexing
               (what `avstm train --in-memory yes|auto` does).
@@ -90,8 +93,9 @@ class Epochs(torch.utils.data.Sampler):
             yield from self.inner
 
 
-def loader(path: Path, infos, memory, batch: int, workers: int, first: int, epochs: int) -> DataLoader:
-    ds = data.TrainSeconds(path, infos, memory=memory)
+def loader(path: Path, infos, memory, batch: int, workers: int, first: int, epochs: int,
+           stored: bool = False) -> DataLoader:
+    ds = data.TrainSeconds(path, infos, memory=memory, stored=stored)
     return DataLoader(ds, batch_size=batch, sampler=Epochs(infos, first, epochs), num_workers=workers,
                       drop_last=True, pin_memory=torch.cuda.is_available(), persistent_workers=False,
                       prefetch_factor=4 if workers else None)
@@ -102,12 +106,25 @@ def held(infos, memory, batch: int, first: int, epochs: int, device: torch.devic
     return data.HeldSeconds(memory, infos, Epochs(infos, first, epochs), batch, device=device)
 
 
+def item_cost(path: Path, infos, batch: int, stored: bool, batches: int = 8) -> float:
+    """Seconds of one process's work per clip, reading and collating warm items as a worker does
+    (float32 channels-first, or ``stored``): what bounds the clips/s of each DataLoader worker."""
+    ds = data.TrainSeconds(path, infos, stored=stored)
+    sampler = iter(data.SecondSampler([i.num_seconds for i in infos], seed=1))
+    keys = [next(sampler) for _ in range(min(len(infos), batch))]
+    torch.utils.data.default_collate([ds[k] for k in keys])  # open the file, warm its pages
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        torch.utils.data.default_collate([ds[k] for k in keys])
+    return (time.perf_counter() - t0) / (batches * len(keys))
+
+
 def read_only(dl: DataLoader, device: torch.device, skip: int = 2) -> tuple[int, float]:
     """(batches, seconds) after the first ``skip`` batches (the workers' start)."""
     n = 0
     t0 = time.perf_counter()
-    for v, a, y in dl:
-        v.to(device, non_blocking=True), a.to(device, non_blocking=True)
+    for batch in dl:
+        data.model_batch(batch, device)
         n += 1
         if n == skip:
             common.sync(device)
@@ -130,7 +147,7 @@ def with_training(dl: DataLoader, device: torch.device, model, opt, amp) -> tupl
         wait += time.perf_counter() - tw
         if batch is None:
             break
-        common.train_step(model, opt, amp, *(x.to(device, non_blocking=True) for x in batch))
+        common.train_step(model, opt, amp, *data.model_batch(batch, device))
         n += 1
     common.sync(device)
     return n, time.perf_counter() - t0, wait
@@ -180,17 +197,26 @@ def main() -> None:
         common.train_step(model, opt, amp, v0, a0, y0)
 
     res["step_s"] = common.timeit(step, device=device, repeat=5)
-    for name, mem in (("hdf5_cold", None), ("hdf5_warm", None), ("memory", memory), ("held", memory)):
+    torch.set_num_threads(1)  # one worker's view
+    res["item_ms_float"] = 1e3 * item_cost(path, infos, batch, stored=False)
+    res["item_ms_stored"] = 1e3 * item_cost(path, infos, batch, stored=True)
+    torch.set_num_threads(os.cpu_count() or 1)
+    res["ratio_item_float_to_stored"] = res["item_ms_float"] / res["item_ms_stored"]
+    print(f"  one worker's work per clip (read + collate, warm): float32 items {res['item_ms_float']:.2f} ms, "
+          f"stored items {res['item_ms_stored']:.2f} ms ({res['ratio_item_float_to_stored']:.1f}x fewer CPU-seconds)")
+    for name, mem in (("hdf5_cold", None), ("hdf5_warm", None), ("stored_cold", None), ("stored_warm", None),
+                      ("memory", memory), ("held", memory)):
         def make(first, name=name, mem=mem):
             if name == "held":
                 return held(infos, mem, batch, first, epochs, device)
-            return loader(path, infos, mem, batch, workers, first, epochs)
-        if name == "hdf5_cold":
+            return loader(path, infos, mem, batch, workers, first, epochs, stored=name.startswith("stored"))
+        cold = name.endswith("_cold")
+        if cold:
             evict(path, args.drop_caches)
         n, wall = read_only(make(0), device)
         res[f"{name}_read_batches_per_s"] = n / wall
         res[f"{name}_read_mb_per_s"] = n * batch * second_bytes / wall / 1e6
-        if name == "hdf5_cold":
+        if cold:
             evict(path, args.drop_caches)
         n, wall, wait = with_training(make(epochs), device, model, opt, amp)
         res[f"{name}_train_batches_per_s"] = n / wall
@@ -201,16 +227,21 @@ def main() -> None:
     res["ratio_hdf5_warm_to_memory_read"] = res["hdf5_warm_read_batches_per_s"] / res["memory_read_batches_per_s"]
     res["ratio_hdf5_cold_to_memory_read"] = res["hdf5_cold_read_batches_per_s"] / res["memory_read_batches_per_s"]
     res["ratio_held_to_memory_read"] = res["held_read_batches_per_s"] / res["memory_read_batches_per_s"]
-    print(f"  held tensors / DataLoader over memory: {res['ratio_held_to_memory_read']:.1f}× the batches per second")
+    for t in ("cold", "warm"):
+        res[f"ratio_stored_to_hdf5_{t}_read"] = res[f"stored_{t}_read_batches_per_s"] / res[f"hdf5_{t}_read_batches_per_s"]
+    print(f"  held tensors / DataLoader over memory: {res['ratio_held_to_memory_read']:.1f}× the batches per second; "
+          f"stored / float32 items from HDF5: {res['ratio_stored_to_hdf5_cold_read']:.2f}× cold, "
+          f"{res['ratio_stored_to_hdf5_warm_read']:.2f}× warm")
     # a 30-epoch AVE-sized run: 3339 videos, one second each per epoch, batch 128
     step_s = res["step_s"] * (AVE_BATCH / batch)  # compute scales with the batch
     steps = AVE_EPOCHS * (AVE_TRAIN // AVE_BATCH)
-    for name in ("hdf5_cold", "memory", "held"):
+    for name in ("hdf5_cold", "stored_cold", "memory", "held"):
         read_s = AVE_BATCH / batch / res[f"{name}_read_batches_per_s"]  # all workers together
         res[f"ave30_{name}_estimate_s"] = steps * max(step_s, read_s)
     res["ave30_step_s"] = step_s
     print(f"  30 epochs of AVE (3,339 train videos, batch 128, {steps} steps): "
-          f"~{res['ave30_hdf5_cold_estimate_s'] / 60:.1f} min from a cold HDF5 cache, "
+          f"~{res['ave30_hdf5_cold_estimate_s'] / 60:.1f} min from a cold HDF5 cache "
+          f"({res['ave30_stored_cold_estimate_s'] / 60:.1f} with stored items), "
           f"~{res['ave30_memory_estimate_s'] / 60:.1f} min from memory through DataLoader workers, "
           f"~{res['ave30_held_estimate_s'] / 60:.1f} min from tensors held on the device (training steps only; "
           f"step {step_s * 1000:.0f} ms at batch 128, scaled from batch {batch}; one random second "

@@ -97,6 +97,41 @@ def test_in_memory_copy_of_a_float16_cache_reads_back_exactly(tmp_path):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_stored_items_converted_by_model_batch_equal_float_items(tmp_path, dtype):
+    """What the GPU path reads (maps as stored, converted on the device) is bit for bit what
+    the CPU path reads, for training seconds and whole videos, with scales above 1."""
+    path = make_cache(tmp_path / f"{dtype}.h5", per_class=2, seconds=3, scale=1e8, offset=0.0,
+                      config={**EXTRACT, "dtype": dtype})
+    with FeatureCache(path) as c:
+        infos = data.video_infos(c, "train")
+        if dtype == "float16":
+            assert all(c.stored(i.id, "visual")[1] > 1 for i in infos)  # scaled on disk
+    sampler = data.SecondSampler([i.num_seconds for i in infos], seed=3)
+    plain = DataLoader(data.TrainSeconds(path, infos, labels="segment"), batch_size=4, sampler=sampler)
+    stored = DataLoader(data.TrainSeconds(path, infos, labels="segment", stored=True), batch_size=4,
+                        sampler=sampler, num_workers=1)
+    batches = 0
+    for a, b in zip(plain, stored):
+        b = data.model_batch(b, "cpu")
+        assert b[0].shape[1:] == (T, CV, 8, 8) and b[0].dtype == torch.float32
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+        batches += 1
+    assert batches == len(infos) // 4 + (len(infos) % 4 > 0)
+    whole = data.length_batches(infos, 2)
+    for a, b in zip(DataLoader(data.WholeVideos(path, infos), batch_sampler=whole),
+                    DataLoader(data.WholeVideos(path, infos, stored=True), batch_sampler=whole)):
+        b = data.model_batch(b, "cpu")
+        assert b[0].shape == (2, 3 * T, CV, 8, 8) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_stored_items_come_only_from_the_file(cache):
+    with FeatureCache(cache) as c:
+        infos = data.video_infos(c, "train")
+    with pytest.raises(ValueError, match="HDF5"):
+        data.TrainSeconds(cache, infos, memory=data.preload(cache, infos), stored=True)
+
+
 def test_sampler_draws_depend_on_epoch_not_on_rank():
     one = data.SecondSampler([3, 5, 2, 4, 6], seed=1)
     one.set_epoch(2)
