@@ -177,6 +177,13 @@ class _CacheReader:
         state["_cache"], state["_pid"] = None, -1
         return state
 
+    def _file(self) -> FeatureCache:
+        """This process's open cache (opened on first use in each worker)."""
+        if self._cache is None or self._pid != os.getpid():
+            self._cache = FeatureCache(self.cache_path)
+            self._pid = os.getpid()
+        return self._cache
+
     def read(self, vid: str, seconds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """visual (S', T, C_v, 8, 8), audio (S', T, 512, 6, 4), labels (S',) for ``seconds``
         (a slice)."""
@@ -185,10 +192,7 @@ class _CacheReader:
             v = h.visual[seconds].astype(np.float32) * np.float32(h.visual_scale)
             a = h.audio[seconds].astype(np.float32) * np.float32(h.audio_scale)
             return v, a, h.labels[seconds]
-        if self._cache is None or self._pid != os.getpid():
-            self._cache = FeatureCache(self.cache_path)
-            self._pid = os.getpid()
-        c = self._cache
+        c = self._file()
         v = c.visual(vid, seconds=seconds).transpose(0, 1, 4, 2, 3)
         a = c.audio(vid, seconds=seconds).transpose(0, 1, 4, 2, 3)
         return np.ascontiguousarray(v), np.ascontiguousarray(a), c.labels(vid)[seconds]
@@ -197,10 +201,7 @@ class _CacheReader:
         """As ``read``, from the HDF5 file only, but each modality as stored (see ``Stored``)."""
         if self.memory is not None:
             raise ValueError("stored reads are for the HDF5 cache, not its in-memory copy")
-        if self._cache is None or self._pid != os.getpid():
-            self._cache = FeatureCache(self.cache_path)
-            self._pid = os.getpid()
-        c = self._cache
+        c = self._file()
         (v, vs), (a, as_) = c.stored(vid, "visual", seconds), c.stored(vid, "audio", seconds)
         return (v, np.float32(vs)), (a, np.float32(as_)), c.labels(vid)[seconds]
 
