@@ -38,7 +38,8 @@ import common  # noqa: E402
 from avstm.cache import CacheWriter, VideoRecord  # noqa: E402
 from avstm.datasets import Dataset, VideoItem  # noqa: E402
 from avstm.extract.config import ExtractConfig  # noqa: E402
-from avstm.extract.pipeline import FeatureExtractor, decode_loader, extract  # noqa: E402
+from avstm.errors import HardwareDecodeError  # noqa: E402
+from avstm.extract.pipeline import FeatureExtractor, check_decode_device, decode_loader, extract  # noqa: E402
 
 
 def make_clips(work: Path, distinct: int, seconds: float) -> list[Path]:
@@ -171,6 +172,11 @@ def main() -> None:
                         device=str(device), batch_size=batch, workers=workers,
                         decode_threads=args.decode_threads, decode_device=args.decode_device,
                         compile=args.compile)
+    if args.decode_device != "cpu":
+        try:
+            check_decode_device(dataset_of(paths, 1, "c").items, cfg)
+        except HardwareDecodeError as e:
+            raise SystemExit(f"extract with --decode-device {args.decode_device}: not measured ({e})") from None
     name = (f"extract_{args.backbone}_{device.type}" + ("_compile" if args.compile else "")
             + ("_nvdec" if args.decode_device != "cpu" else ""))
     print(f"== {name}: {videos} videos of {args.seconds:.0f} s (480x360 30 fps H.264 + AAC), "
