@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# What a session with a lent GPU machine measures for avstm, in one call whose steps are limited
-# to 9 minutes in all (sized for a 16-core H100 machine): the GPU tests, then extraction with ResNet-152 (CPU decoding
-# and NVDEC), decoding (CPU against NVDEC) and the training input (stored items, held tensors).
+# What a session with a lent GPU machine measures for avstm, in one call whose steps are
+# limited to 9 minutes in all (sized for a 16-core H100 machine): the GPU tests, then extraction
+# with ResNet-152 (CPU decoding and NVDEC), decoding (CPU against NVDEC) and the training input
+# (stored items, held tensors).
 # Results go to $OUT (the device tool's folder; default /tmp/avstm-gpu): gpu.json and gpu.log.
 #
 #   bench/gpu_check.sh [--device cuda|cpu] [--quick]
