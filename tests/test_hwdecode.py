@@ -64,6 +64,16 @@ def test_cli_fails_fast_without_nvdec_and_writes_nothing(clip, tmp_path):
     assert not out.exists() and not out.with_name("f.h5.parts").exists()
 
 
+def test_a_decoder_lost_mid_run_stops_the_run_with_one_line(clip):
+    """Should NVDEC fail after the up-front check (a worker cannot open it), the decoding worker
+    reports the machine's problem and extract raises it as it is, not one failure per video."""
+    if nvdec_opens(clip):
+        pytest.skip("this machine has a usable NVDEC")
+    items = [VideoItem(id="v", path=str(clip), label="dog", split="train", segments=((0.0, 1e9, "dog"),))]
+    (d,) = list(decode_loader(items, ExtractConfig(decode_device="cuda", workers=1)))
+    assert d.fatal and d.error.startswith("cannot decode on cuda:0") and "\n" not in d.error
+
+
 def test_spawned_decoding_workers_give_the_forked_workers_output(clip):
     """NVDEC runs need spawned workers (CUDA does not survive a fork): the loader must pickle."""
     items = [VideoItem(id=f"v{i}", path=str(clip), label="dog", split="train", segments=((0.0, 1e9, "dog"),))

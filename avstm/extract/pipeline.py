@@ -200,6 +200,7 @@ class Decoded:
     duration: float = 0.0
     has_audio: bool = True
     error: str | None = None
+    fatal: bool = False  # the error is the machine's (no hardware decoder), not the video's
     seconds: float = 0.0  # decoding time
 
 
@@ -217,8 +218,8 @@ class _DecodeSet(torch.utils.data.Dataset):
         try:
             clip = media.decode(item.path, fps=cfg.fps, size=(cfg.frame_size, cfg.frame_size),
                                 threads=cfg.decode_threads, hwaccel=self.hwaccel)
-        except HardwareDecodeError:
-            raise  # the machine's problem, not the video's: stop the run
+        except HardwareDecodeError as e:  # the machine's problem, not the video's: the run stops
+            return Decoded(item, error=str(e), fatal=True)
         except MediaError as e:
             return Decoded(item, error=e.problem)
         except Exception as e:  # an FFmpeg oddity we did not foresee: report it, keep going
@@ -473,6 +474,8 @@ def _extract(dataset: Dataset, out: Path, extractor: FeatureExtractor, rank: int
             timings["decode_wait"] += time.perf_counter() - t0
             if d is None:
                 break
+            if d.fatal:
+                raise HardwareDecodeError(d.error)  # what is finished stays in the cache's parts
             if d.error is not None:
                 result.failed.append((d.item.id, d.item.path, d.error))
                 bar.update(1)
