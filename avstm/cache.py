@@ -197,11 +197,15 @@ def acquire_lock(path: Path):
     return fh
 
 
-def check_unlocked(path: str | os.PathLike) -> None:
-    """Fail early (before minutes of model loading) if another process writes ``path`` now."""
-    fh = acquire_lock(Path(path))
+def release_lock(fh) -> None:
+    """Give back a lock taken by ``acquire_lock``."""
     fcntl.flock(fh, fcntl.LOCK_UN)
     fh.close()
+
+
+def check_unlocked(path: str | os.PathLike) -> None:
+    """Fail early (before minutes of model loading) if another process writes ``path`` now."""
+    release_lock(acquire_lock(Path(path)))
 
 
 class CacheWriter:
@@ -243,8 +247,7 @@ class CacheWriter:
     # ---- locking and resumption ---------------------------------------------------------
     def _unlock(self) -> None:
         if self._lock_file is not None:
-            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-            self._lock_file.close()
+            release_lock(self._lock_file)
             self._lock_file = None
 
     def _check_cfg(self, src, stored_cfg: dict, stored_classes: list[str]) -> None:
@@ -405,13 +408,24 @@ def merge_caches(inputs: list[str | os.PathLike], out: str | os.PathLike) -> int
     """Join caches (e.g. the shards of a multi-process extraction) into one file; returns videos.
 
     All inputs must hold the same extract config and classes (ConfigMismatch otherwise). The
-    result is a copy, self-contained (no links to the inputs).
+    result is a copy, self-contained (no links to the inputs). ``out`` is locked while it is
+    written, and an input that a writer still holds is refused (CacheError naming its pid).
     """
-    inputs = [Path(p) for p in inputs]
+    inputs, out = [Path(p) for p in inputs], Path(out)
     if not inputs:
         raise CacheError("merge: no input caches")
+    lock = acquire_lock(out)
+    try:
+        return _merge(inputs, out)
+    finally:
+        release_lock(lock)
+
+
+def _merge(inputs: list[Path], out: Path) -> int:
     ref = None
     for p in inputs:
+        if p.resolve() != out.resolve() and p.with_name(p.name + ".lock").exists():
+            check_unlocked(p)  # a shard still being written would be merged half done
         if not p.exists():
             raise CacheError(f"{p}: no such cache")
         with h5py.File(p, "r") as f:
@@ -424,7 +438,7 @@ def merge_caches(inputs: list[str | os.PathLike], out: str | os.PathLike) -> int
                     raise _mismatch(p, cfg, ref[1], diff)
                 if classes != ref[2]:
                     raise ConfigMismatch(f"{p}: other classes than {ref[0]}")
-    return _join(inputs, Path(out), ref[3], ref[2])
+    return _join(inputs, out, ref[3], ref[2])
 
 
 class FeatureCache:

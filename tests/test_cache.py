@@ -152,6 +152,23 @@ def test_merge_shards(tmp_path):
         merge_caches([tmp_path / "s0.h5", tmp_path / "s2.h5"], tmp_path / "bad.h5")
 
 
+def test_merge_refuses_a_shard_being_written_and_a_locked_output(tmp_path):
+    for k in range(2):
+        with CacheWriter(tmp_path / f"s{k}.h5", config=CFG, classes=["a"]) as w:
+            w.write(record(k))
+    busy = CacheWriter(tmp_path / "s1.h5", config=CFG, classes=["a"])  # resumed, still writing
+    try:
+        with pytest.raises(CacheError, match=r"s1.h5: another avstm process \(pid \d+\) is writing"):
+            merge_caches([tmp_path / "s0.h5", tmp_path / "s1.h5"], tmp_path / "all.h5")
+        with pytest.raises(CacheError, match="s1.h5: another avstm process"):
+            merge_caches([tmp_path / "s0.h5"], tmp_path / "s1.h5")  # nor into a file being written
+    finally:
+        busy.close()
+    assert not (tmp_path / "all.h5").exists()
+    # an input may be the output: joined in place, under the output's lock
+    assert merge_caches([tmp_path / "s0.h5", tmp_path / "s1.h5"], tmp_path / "s0.h5") == 2
+
+
 def test_reader_errors(tmp_path):
     with pytest.raises(CacheError, match="no such cache"):
         FeatureCache(tmp_path / "none.h5")
