@@ -174,6 +174,12 @@ def _complete_groups(f: h5py.File) -> Iterable[tuple[str, h5py.Group]]:
             yield str(g.attrs["id"]), g
 
 
+def lock_path(path: str | os.PathLike) -> Path:
+    """The lock file of the cache ``path``: ``<path>.lock``."""
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
+
+
 def acquire_lock(path: Path):
     """Take the writer's lock of the cache ``path`` (``<path>.lock``, held until closed).
 
@@ -181,7 +187,7 @@ def acquire_lock(path: Path):
     process, so a killed run never leaves a stale lock.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fh = open(path.with_name(path.name + ".lock"), "a+")
+    fh = open(lock_path(path), "a+")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -424,7 +430,7 @@ def merge_caches(inputs: list[str | os.PathLike], out: str | os.PathLike) -> int
 def _merge(inputs: list[Path], out: Path) -> int:
     ref = None
     for p in inputs:
-        if p.resolve() != out.resolve() and p.with_name(p.name + ".lock").exists():
+        if p.resolve() != out.resolve() and lock_path(p).exists():
             check_unlocked(p)  # a shard still being written would be merged half done
         if not p.exists():
             raise CacheError(f"{p}: no such cache")

@@ -98,14 +98,23 @@ def _check_path(path: Path) -> None:
         raise MediaError(path, "permission denied")
 
 
-def hardware_decoder(device: str | None):
-    """PyAV's settings for decoding on ``device``: None for "cpu" (or None), NVDEC for "cuda"
-    or "cuda:N" (software fallback for codecs NVDEC lacks)."""
+def decode_device_index(device: str | None) -> str | None:
+    """Check a decode-device name: None for software ("cpu" or None), else the CUDA device index
+    of "cuda" ("" for the default device) or "cuda:N" ("N"). Raises ValueError for others."""
     if device in (None, "cpu"):
         return None
     kind, _, index = device.partition(":")
     if kind != "cuda" or not (index == "" or index.isdigit()):
-        raise ValueError(f"decode device must be cpu, cuda or cuda:N, not {device!r}")
+        raise ValueError(f"decode_device must be cpu, cuda or cuda:N, not {device!r}")
+    return index
+
+
+def hardware_decoder(device: str | None):
+    """PyAV's settings for decoding on ``device``: None for "cpu" (or None), NVDEC for "cuda"
+    or "cuda:N" (software fallback for codecs NVDEC lacks)."""
+    index = decode_device_index(device)
+    if index is None:
+        return None
     from av.codec.hwaccel import HWAccel
 
     return HWAccel(device_type="cuda", device=index or None, allow_software_fallback=True)
@@ -117,7 +126,7 @@ def _open(path: str | os.PathLike, hwaccel: str | None = None):
     hw = hardware_decoder(hwaccel)
     try:
         return av.open(str(path), metadata_errors="ignore", **({"hwaccel": hw} if hw else {}))
-    except (av.FFmpegError, UnicodeDecodeError, ValueError, OSError) as e:
+    except (PermissionError, av.FFmpegError, UnicodeDecodeError, ValueError) as e:
         if hw is not None:  # is it the file, or the hardware decoder?
             with _open(path):
                 pass
@@ -126,8 +135,6 @@ def _open(path: str | os.PathLike, hwaccel: str | None = None):
                 f"({_reason(e)}); decode on the CPU instead (--decode-device cpu)") from None
         if isinstance(e, PermissionError):
             raise MediaError(path, "permission denied") from None
-        if isinstance(e, OSError) and not isinstance(e, av.FFmpegError):
-            raise
         raise MediaError(path, f"not a media file FFmpeg can read ({_reason(e)})") from None
 
 

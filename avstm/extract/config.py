@@ -46,7 +46,7 @@ class ExtractConfig(PlainConfig):
             raise ValueError(f"dtype must be float16 or float32, not {self.dtype!r}")
         if self.fps < 1 or self.frame_size < 32 or self.batch_size < 1 or self.workers < 0:
             raise ValueError("fps ≥ 1, frame_size ≥ 32, batch_size ≥ 1 and workers ≥ 0 are required")
-        kind, _, index = self.decode_device.partition(":")
-        if kind not in ("cpu", "cuda") or (index and (kind == "cpu" or not index.isdigit())):
-            raise ValueError(f"decode_device must be cpu, cuda or cuda:N, not {self.decode_device!r}")
+        from avstm.media import decode_device_index  # here: the config module stays light
+
+        decode_device_index(self.decode_device)
 

@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from avstm import media
-from avstm.cache import CacheWriter, VideoRecord, check_unlocked, finite_max_abs, merge_caches
+from avstm.cache import CacheWriter, VideoRecord, check_unlocked, finite_max_abs, lock_path, merge_caches
 from avstm.datasets import Dataset, VideoItem, second_labels
 from avstm.errors import HardwareDecodeError, MediaError
 from avstm.extract.backbones import VISUAL_BACKBONES, VisualBackbone, load_visual_backbone, weights_checksum
@@ -504,7 +504,7 @@ def _extract(dataset: Dataset, out: Path, extractor: FeatureExtractor, rank: int
             merge_caches(([out] if out.exists() else []) + shards, out)
             for s in shards:
                 s.unlink()
-                s.with_name(s.name + ".lock").unlink(missing_ok=True)  # its writer has closed
+                lock_path(s).unlink(missing_ok=True)  # its writer has closed
         dist.barrier()
     timings["close"] += time.perf_counter() - t0  # the writer's final join (and the merge)
     result.wall = time.perf_counter() - t_start

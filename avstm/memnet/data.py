@@ -198,9 +198,8 @@ class _CacheReader:
         return np.ascontiguousarray(v), np.ascontiguousarray(a), c.labels(vid)[seconds]
 
     def read_stored(self, vid: str, seconds) -> tuple[Stored, Stored, np.ndarray]:
-        """As ``read``, from the HDF5 file only, but each modality as stored (see ``Stored``)."""
-        if self.memory is not None:
-            raise ValueError("stored reads are for the HDF5 cache, not its in-memory copy")
+        """As ``read``, from the HDF5 file (never its in-memory copy), but each modality as
+        stored (see ``Stored``)."""
         c = self._file()
         (v, vs), (a, as_) = c.stored(vid, "visual", seconds), c.stored(vid, "audio", seconds)
         return (v, np.float32(vs)), (a, np.float32(as_)), c.labels(vid)[seconds]
