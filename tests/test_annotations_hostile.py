@@ -101,23 +101,19 @@ def test_ave_video_with_two_events_gives_two_items(tmp_path):
     assert data.items[1].path == data.items[0].path
 
 
-def test_ave_split_line_with_unknown_class_is_an_error(tmp_path):
+@pytest.mark.parametrize("splits,problem", [
+    ({"testSet.txt": "Unicorn&a&good&0&3"},  # a split line with an unknown class
+     "line Unicorn&a&...&0&3 is not in Annotations.txt (unknown class or video)"),
+    ({"trainSet.txt": "Dog&a&good&0&3", "testSet.txt": "Dog&a&good&0&3"},  # one line in two splits
+     "video a (Dog, 0-3 s) is also in trainSet.txt: a line belongs to one split"),
+])
+def test_ave_bad_split_line_is_an_error_naming_the_split_file(tmp_path, splits, problem):
     (tmp_path / "Annotations.txt").write_text("Dog&a&good&0&3\n")
-    (tmp_path / "testSet.txt").write_text("Unicorn&a&good&0&3\n")
+    for name, line in splits.items():
+        (tmp_path / name).write_text(line + "\n")
     with pytest.raises(AnnotationError) as e:
         read_ave(tmp_path)
-    assert str(e.value) == (f"{tmp_path / 'testSet.txt'}: line Unicorn&a&...&0&3 is not in Annotations.txt "
-                            f"(unknown class or video)")
-
-
-def test_ave_line_in_two_splits_is_an_error(tmp_path):
-    (tmp_path / "Annotations.txt").write_text("Dog&a&good&0&3\n")
-    (tmp_path / "trainSet.txt").write_text("Dog&a&good&0&3\n")
-    (tmp_path / "testSet.txt").write_text("Dog&a&good&0&3\n")
-    with pytest.raises(AnnotationError) as e:
-        read_ave(tmp_path)
-    assert str(e.value) == (f"{tmp_path / 'testSet.txt'}: video a (Dog, 0-3 s) is also in trainSet.txt: "
-                            f"a line belongs to one split")
+    assert str(e.value) == f"{tmp_path / 'testSet.txt'}: {problem}"
 
 
 def test_ave_without_split_files_is_an_error(tmp_path):
