@@ -18,8 +18,9 @@ from avstm.evaluate.baselines import BASELINES
 from avstm.evaluate.run import EvaluateConfig
 from avstm.extract.config import ExtractConfig
 from avstm.localize.run import LocalizeConfig
+from avstm.memnet.model import ATTENTION_SCALES, MAPS
 from avstm.memnet.train import TrainConfig
-from avstm.synth.config import SynthConfig
+from avstm.synth.config import SIZES as SYNTH_SIZES, SynthConfig
 
 
 def make_config(config_cls, **options):
@@ -136,6 +137,13 @@ def extract(dataset, root, videos, labels, out, quiet, **options):
 @click.option("--whole-event-share", type=float, show_default=True,
               default=config_default(SynthConfig, "whole_event_share"),
               help="Share of videos whose event spans the whole clip.")
+@click.option("--sizes", type=click.Choice(SYNTH_SIZES), show_default=True,
+              default=config_default(SynthConfig, "sizes"),
+              help="benchmark: object sizes, placement and backgrounds like the real benchmarks'"
+                   " (VGG-SS, AudioSet-Instrument); small: the original small objects.")
+@click.option("--multi-share", type=float, show_default=True,
+              default=config_default(SynthConfig, "multi_share"),
+              help="benchmark sizes: share of videos with two sounding objects.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Parallel processes.")
 @click.option("--overwrite", is_flag=True, help="Re-encode videos already present.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -221,6 +229,17 @@ def _train_default(name):
 @click.option("--proj-layers", type=int, default=_train_default("proj_layers"), show_default=True)
 @click.option("--hidden", type=int, default=_train_default("hidden"), show_default=True, help="Classifier hidden size.")
 @click.option("--dropout", type=float, default=_train_default("dropout"), show_default=True)
+@click.option("--map", type=click.Choice(list(MAPS)), default=_train_default("map"), show_default=True,
+              help="The map localize and evaluate read by default (changeable there with --map).")
+@click.option("--attention-scale", type=click.Choice(list(ATTENTION_SCALES)),
+              default=_train_default("attention_scale"), show_default=True,
+              help="Scale of Eq. 1's dot products before the softmax: none (the paper), sqrt (1/√C), learned.")
+@click.option("--audio-dropout", type=float, default=_train_default("audio_dropout"), show_default=True,
+              help="Share of training steps whose audio half of the classifier input is zeroed.")
+@click.option("--visual-loss", type=float, default=_train_default("visual_loss"), show_default=True,
+              help="Weight of an extra cross-entropy of the attended visual half alone (0: off).")
+@click.option("--contrastive", type=float, default=_train_default("contrastive"), show_default=True,
+              help="Weight of an in-batch audio-visual contrastive term on the memory layer's scores (0: off).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def train_command(features, out, resume, no_progress, **options):
     """Train the space-time memory network on a feature cache; one JSON line of metrics per epoch.
@@ -270,6 +289,8 @@ def _localize_default(name):
 @click.option("--visual-weights", default=None, help="Visual backbone weights file replacing the checkpoint's (same checksum).")
 @click.option("--audio-weights", default=None, help="VGGish weights file replacing the checkpoint's (same checksum).")
 @click.option("--device", default=_localize_default("device"), show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--map", type=click.Choice(list(MAPS)), default=None,
+              help="Which map to localize from [default: the checkpoint's].")
 @click.option("--batch-size", type=int, default=_localize_default("batch_size"), show_default=True,
               help="Frames per backbone batch.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -339,6 +360,8 @@ def _named_checkpoints(values) -> list[tuple[str | None, str]]:
               help="Frame-time matching in seconds (default: half a frame interval).")
 @click.option("--figure-videos", type=int, default=_evaluate_default("figure_videos"), show_default=True)
 @click.option("--figure-frames", type=int, default=_evaluate_default("figure_frames"), show_default=True)
+@click.option("--map", type=click.Choice(list(MAPS)), default=None,
+              help="A model's map to score [default: the checkpoint's].")
 @click.option("--device", default=_evaluate_default("device"), show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate_command(annotations, checkpoint, features, maps, ablation, out, groups, size, modes,

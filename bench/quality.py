@@ -1,45 +1,122 @@
-"""The quality benchmark (issue 3): does the memory network localize, and does memory help?
+"""The seeded quality benchmark: does the memory network localize, which map and which
+objective localize best, and does the memory help? Mean ± std over training seeds.
 
-synth → extract (EfficientNet-Lite0 with its shipped ImageNet weights; VGGish trunk with random
-weights, since its AudioSet weights cannot be downloaded offline) → train with memory none /
-unimodal / full → evaluate on the test split against the model-free baselines, normal and hard
-videos apart. Every step is resumable: re-running reuses what is on disk.
+synth (benchmark-shaped objects) → extract (EfficientNet-Lite0 with its shipped ImageNet
+weights; VGGish trunk with random weights, since its AudioSet weights cannot be downloaded
+offline) → for each recipe, memory mode and seed: train → evaluate every map of the network
+(memnet.model.MAPS) on the test split → the model-free baselines on the same frames, normal and
+hard videos apart. Every step resumes: re-running reuses what is on disk.
 
-    python bench/quality.py --out /tmp/avstm-quality            # defaults: 400 videos of 8 s
-    python bench/quality.py --out DIR --videos 120 --epochs 10  # a quicker look
+    python bench/quality.py --out /tmp/avstm-quality              # the defaults (README table)
+    python bench/quality.py --out DIR --videos 120 --epochs 10 --seeds 0   # a quicker look
 
-Prints the ablation table (success@0.5, mean cIoU, AUC, box IoU@0.5, pointing game, ceilings)
-for the value:0.5 binarisation (the paper's) and for top:0.5, and writes DIR/quality-LABELS.json
-and DIR/eval-LABELS/ablation.json.
+Recipes: ``paper`` is the paper's objective (the default); the others each add one option
+from the field (objective.py). ``--option-modes`` chooses the memory modes the options are
+trained with (C+U by default; the paper's recipe always runs all three).
+Writes DIR/quality.json (every number per seed, and the means) and prints the tables.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
+import numpy as np
+
 from avstm.datasets import read_ave
 from avstm.evaluate.annotations import read_ground_truth
-from avstm.evaluate.report import format_method_table
-from avstm.evaluate.run import EvaluateConfig, evaluate_ablation
+from avstm.evaluate.run import EvaluateConfig, evaluate
 from avstm.extract.config import ExtractConfig
 from avstm.extract.pipeline import extract
+from avstm.memnet.model import DEFAULT_MAP, MAPS
 from avstm.memnet.train import TrainConfig, train
 from avstm.synth.config import SynthConfig
 from avstm.synth.generate import generate
 
 MODES = ("none", "unimodal", "full")
+MODE_NAMES = {"none": "none", "unimodal": "U", "full": "C+U"}
+RECIPES = {  # TrainConfig changes over the paper's objective
+    "paper": {},
+    "visual-loss": {"visual_loss": 1.0},
+    "audio-dropout": {"audio_dropout": 0.5},
+    "contrastive": {"contrastive": 1.0},
+    "sqrt-scale": {"attention_scale": "sqrt"},
+    "visual-loss+contrastive": {"visual_loss": 1.0, "contrastive": 1.0},
+}
+BASELINES = ("centre", "whole-image")
+BINARISATIONS = ("value:0.5", "top:0.5", "median")
+# (column title, key in a flat summary, shown as a percentage)
+COLUMNS = (("succ value %", "success value:0.5", True), ("succ top50 %", "success top:0.5", True),
+           ("mean cIoU", "mean value:0.5", False), ("AUC", "auc value:0.5", False),
+           ("pointing %", "pointing", True), ("box@0.5 %", "box", True), ("acc/s %", "accuracy", True))
+
+
+def flat_summary(summary: dict) -> dict:
+    """The numbers the tables read from one report summary (report.summarize's layout)."""
+    out = {}
+    for m in BINARISATIONS:
+        c = summary["ciou"].get(m, {})
+        out[f"success {m}"], out[f"mean {m}"], out[f"auc {m}"] = c.get("success"), c.get("mean"), c.get("auc")
+    out["pointing"] = summary["pointing"]["hit"]
+    out["box"] = summary["box_iou"]["success"]
+    out["distractor"] = summary["distractor"]["rate"]
+    return out
+
+
+def scores(result) -> dict:
+    """{"all"|"normal"|"hard": flat summary} plus per-second accuracy of one evaluation."""
+    out = {"all": flat_summary(result.report.overall)}
+    for g, s in result.groups.items():
+        out[g] = flat_summary(s)
+    acc = result.classification["accuracy"] if result.classification else None
+    for v in out.values():
+        v["accuracy"] = acc
+    return out
+
+
+def mean_std(values) -> tuple[float, float] | None:
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return None
+    return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+
+
+def fmt(stat, pct: bool) -> str:
+    if stat is None:
+        return "-"
+    m, s = stat
+    k = 100.0 if pct else 1.0
+    return f"{m * k:.1f} ± {s * k:.1f}" if pct else f"{m:.3f} ± {s:.3f}"
+
+
+def table(rows: dict[str, dict], group: str, title: str) -> str:
+    """rows: name -> {"runs": [scores, ...]} (one per seed) or {"fixed": scores}."""
+    head = f"{'method':<38}" + "".join(f"{c[0]:>15}" for c in COLUMNS)
+    lines = [title, head, "-" * len(head)]
+    for name, row in rows.items():
+        runs = row["runs"]
+        cells = []
+        for _, key, pct in COLUMNS:
+            cells.append(fmt(mean_std([r[group][key] for r in runs if group in r]), pct))
+        lines.append(f"{name:<38}" + "".join(f"{c:>15}" for c in cells))
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--videos", type=int, default=400)
+    ap.add_argument("--videos", type=int, default=300)
     ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--fps", type=int, default=12, help="video frame rate of the generated clips")
     ap.add_argument("--hard", type=float, default=0.3)
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--data-seed", type=int, default=1)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    ap.add_argument("--option-modes", nargs="+", default=["full"], choices=MODES)
+    ap.add_argument("--maps", nargs="+", default=list(MAPS), choices=list(MAPS))
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-4)
@@ -48,55 +125,105 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
     out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
+    t_all = time.perf_counter()
 
     def timed(name, fn):
         t0 = time.perf_counter()
         value = fn()
         seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
-        print(f"[quality] {name}: {seconds[name]:.0f} s", flush=True)
         return value
 
     data = out / "data"
-    timed("synth", lambda: generate(data, config=SynthConfig(videos=args.videos, seconds=args.seconds,
-                                                             hard=args.hard, seed=args.seed),
-                                    workers=args.workers + 1, progress=False))
+    synth = SynthConfig(videos=args.videos, seconds=args.seconds, fps=args.fps, hard=args.hard,
+                        seed=args.data_seed)
+    timed("synth", lambda: generate(data, config=synth, workers=args.workers + 1, progress=False))
+    print(f"[quality] synth: {seconds['synth']:.0f} s", flush=True)
     features = out / "features.h5"
     ecfg = ExtractConfig(visual_backbone="efficientnet_lite0", visual_weights="imagenet",
                          audio_weights="random", workers=args.workers, batch_size=32, device=args.device)
     timed("extract", lambda: extract(read_ave(data), features, config=ecfg, progress=False))
-    checkpoints = {}
-    for mode in MODES:
-        run = out / "runs" / f"{mode}-{args.labels}"
-        if not (run / "best.pt").exists():
-            tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, memory=mode,
-                               labels=args.labels, seed=args.seed, workers=0, device=args.device)
-            timed(f"train {mode}", lambda: train(features, run, config=tcfg, progress=False))
-        checkpoints[{"none": "STM without temporal memory", "unimodal": "STM U memory",
-                     "full": "STM C+U memory"}[mode]] = run / "best.pt"
+    print(f"[quality] extract: {seconds['extract']:.0f} s", flush=True)
     truth = read_ground_truth(data / "boxes.json")
-    ecfg_eval = EvaluateConfig(device=args.device, figure_videos=0)
-    result = timed("evaluate", lambda: evaluate_ablation(
-        truth, checkpoints, features=features, config=ecfg_eval,
-        baselines=("centre", "whole-image", "uniform"), out_dir=out / f"eval-{args.labels}",
-        progress=False))
-    print(result.table)
-    # the same methods under the top:0.5 binarisation (EZ-VSL's), which a softmax map can pass
-    tables = {"value:0.5": result.table}
-    for mode in ("top:0.5",):
-        parts = [format_method_table({n: r.report.overall for n, r in result.methods.items()},
-                                     mode=mode, title=f"all videos ({mode})")]
-        for g in sorted({g for r in result.methods.values() for g in r.groups}):
-            parts.append(format_method_table({n: r.groups[g] for n, r in result.methods.items()
-                                              if g in r.groups}, mode=mode, title=f"{g} videos ({mode})"))
-        tables[mode] = "\n\n".join(parts)
-        print("\n" + tables[mode])
-    summary = {"args": {k: str(v) for k, v in vars(args).items()}, "seconds": seconds, "tables": tables,
-               "ablation": str(result.path)}
-    path = out / f"quality-{args.labels}.json"
+    base_cfg = EvaluateConfig(device=args.device, figure_videos=0, modes=BINARISATIONS, ceilings=False)
+
+    results: dict = {"baselines": {}, "runs": {}}
+    for b in BASELINES:
+        r = timed("evaluate", lambda: evaluate(truth, features=features, progress=False,
+                                               config=base_cfg.replace(baseline=b, ceilings=True)))
+        results["baselines"][b] = scores(r)
+        if b == BASELINES[0]:  # the ceilings depend on the frames only
+            results["ceilings"] = {k: v for k, v in r.ceilings().items() if k != "grids"}
+
+    for recipe in args.recipes:
+        modes = MODES if recipe == "paper" else tuple(args.option_modes)
+        for mode in modes:
+            for seed in args.seeds:
+                run = out / "runs" / recipe / mode / f"seed{seed}"
+                tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, memory=mode,
+                                   labels=args.labels, seed=seed, workers=0, device=args.device,
+                                   **RECIPES[recipe])
+                done = run / "scores.json"
+                if done.exists():
+                    rec = json.loads(done.read_text())
+                else:
+                    if (run / "last.pt").exists():  # an interrupted run: continue it
+                        timed("train", lambda: train(features, run, config=tcfg, resume=True, progress=False))
+                    else:
+                        timed("train", lambda: train(features, run, config=tcfg, progress=False))
+                    rec = {"recipe": recipe, "memory": mode, "seed": seed, "train_config": tcfg.to_dict(),
+                           "history": [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()],
+                           "maps": {}}
+                for name in args.maps:
+                    if name == "class_cam" and not tcfg.visual_loss:
+                        continue  # the class activation map needs the visual head
+                    if name not in rec["maps"]:
+                        r = timed("evaluate", lambda: evaluate(truth, checkpoint=run / "best.pt", features=features,
+                                                               config=base_cfg.replace(map=name), progress=False))
+                        rec["maps"][name] = scores(r)
+                done.write_text(json.dumps(rec, indent=1) + "\n")
+                results["runs"][f"{recipe}/{mode}/seed{seed}"] = rec
+                last = rec["history"][-1]
+                print(f"[quality] {recipe} {MODE_NAMES[mode]} seed {seed}: val_acc "
+                      f"{max(h.get('val_acc', 0) for h in rec['history']):.3f} (best), train_acc "
+                      f"{last['train_acc']:.3f}; {DEFAULT_MAP} success@0.5 "
+                      f"{rec['maps'].get(DEFAULT_MAP, rec['maps'][args.maps[0]])['all']['success value:0.5']:.3f}",
+                      flush=True)
+
+    def runs(recipe, mode, map_name):
+        return [r["maps"][map_name] for k, r in results["runs"].items()
+                if k.startswith(f"{recipe}/{mode}/") and map_name in r["maps"]]
+
+    baseline_rows = {f"baseline: {b}": {"runs": [s]} for b, s in results["baselines"].items()}
+    tables = []
+    default_map = DEFAULT_MAP if DEFAULT_MAP in args.maps else args.maps[0]
+    for map_name in dict.fromkeys([default_map, "alpha_hat"]):
+        if map_name not in args.maps or "paper" not in args.recipes:
+            continue
+        rows = {f"paper, {MODE_NAMES[m]}, {map_name}": {"runs": runs("paper", m, map_name)} for m in MODES}
+        rows.update(baseline_rows)
+        for group in ("all", "normal", "hard"):
+            tables.append(table(rows, group, f"The paper's objective, map {map_name}: {group} test videos "
+                                             f"({len(args.seeds)} seeds, mean ± std)"))
+    rows = {f"paper, C+U, {m}": {"runs": runs("paper", "full", m)} for m in args.maps
+            if runs("paper", "full", m)}
+    rows.update(baseline_rows)
+    tables.append(table(rows, "all", "Every map of the same C+U checkpoints (all test videos)"))
+    for mode in args.option_modes:
+        rows = {f"{rec}, {MODE_NAMES[mode]}, {m}": {"runs": runs(rec, mode, m)}
+                for rec in args.recipes for m in args.maps if runs(rec, mode, m)}
+        rows.update(baseline_rows)
+        for group in ("all", "hard"):
+            tables.append(table(rows, group, f"Objectives ({MODE_NAMES[mode]} memory): {group} test videos"))
+    text = "\n\n".join(tables)
+    print(text)
+    seconds["total"] = time.perf_counter() - t_all
+    summary = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+               "synth_config": synth.to_dict(), "seconds": seconds, "tables": text, **results}
+    path = out / "quality.json"
     path.write_text(json.dumps(summary, indent=1) + "\n")
-    print(f"\n[quality] wrote {path}; seconds: " +
-          ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
+    print(f"\n[quality] wrote {path}; seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
 
 
 if __name__ == "__main__":

@@ -242,3 +242,18 @@ def test_ablation_table_lists_every_method_and_group(data):
     assert list(doc["methods"]) == names
     success = doc["methods"]["mine"]["overall"]["ciou"]["value:0.5"]["success"]
     assert success is not None and not math.isnan(success)
+
+
+def test_map_choice_is_scored_and_named(data, model_run):
+    # the checkpoint's own map (memory_scores, the default) vs the paper's α̂ on request
+    assert model_run.metrics["method"]["map"] == "memory_scores"
+    out = data.root / "eval-alpha"
+    _run(["evaluate", "--checkpoint", data.ckpts["full"], "--features", data.cache, "--annotations",
+          data.boxes, "--out", out, "--figure-videos", 0, "--map", "alpha_hat", "--device", "cpu", "--quiet"])
+    alpha = json.loads((out / "metrics.json").read_text())
+    assert alpha["method"]["map"] == "alpha_hat" and "softmax" in alpha["method"]["map_definition"]
+    assert alpha["evaluate_config"]["map"] == "alpha_hat"
+    mode = "top:0.5"
+    assert alpha["overall"]["ciou"][mode]["mean"] != model_run.metrics["overall"]["ciou"][mode]["mean"]
+    with pytest.raises(ValueError, match="map"):
+        EvaluateConfig(map="nope")

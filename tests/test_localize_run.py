@@ -287,3 +287,22 @@ def test_config_round_trips_through_a_dict():
 def test_config_rejects_an_unknown_box_method():
     with pytest.raises(ValueError, match="otsu, rpn"):
         LocalizeConfig(boxes="grid")
+
+
+def test_map_choice_is_used_and_named(world):
+    """--map replaces the checkpoint's map: α̂ sums to 1 per frame, the default scores do not,
+    and boxes.json names the map in use."""
+    out = world["root"] / "out_alpha"
+    r = CliRunner().invoke(cli, ["localize", "--video", str(world["clip"]["a"]), "--checkpoint",
+                                 str(world["ckpt"]), "--out", str(out), "--device", "cpu", "--save-maps",
+                                 "--no-overlay", "--quiet", "--map", "alpha_hat"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    doc = json.loads((out / "boxes.json").read_text())
+    assert doc["config"]["map"] == "alpha_hat" and doc["model"]["model_config"]["map"] == "alpha_hat"
+    with np.load(out / "maps.npz") as z:
+        alpha = np.stack([z[k] for k in sorted(z.files)])
+    np.testing.assert_allclose(alpha.sum(axis=(1, 2)), 1.0, rtol=1e-5)
+    default = localize(load_localize_model(world["ckpt"], config=LocalizeConfig(device="cpu")),
+                       world["clip"]["a"], config=LocalizeConfig(device="cpu"), progress=False)
+    assert default.model["model_config"]["map"] == "memory_scores"
+    assert not np.allclose(default.maps.sum(axis=(1, 2)), 1.0, rtol=1e-3)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avstm.memnet.model import ModelConfig, STMNet, spatial_attention
+from avstm.memnet.model import ATTENTION_SCALES, MAPS, ModelConfig, STMNet, spatial_attention
 
 CV = 16
 
 
-def make_model(memory: str = "full", k: int = 3, heads: int = 1, seed: int = 0) -> STMNet:
+def make_model(memory: str = "full", k: int = 3, heads: int = 1, seed: int = 0,
+               map: str = "alpha_hat", **options) -> STMNet:
     torch.manual_seed(seed)
     config = ModelConfig(visual_channels=CV, num_classes=5, dim=32, hidden=16, memory=memory,
-                         memory_length=k, heads=heads, dropout=0.0)
+                         memory_length=k, heads=heads, dropout=0.0, map=map, **options)
     return STMNet(config).eval()
 
 
@@ -64,7 +65,8 @@ def test_step_shapes_and_constant_memory():
 def test_spatial_attention_weights_visual_by_audio():
     x_v = torch.randn(3, 4, 8, 8)
     x_a = torch.randn(3, 4, 6, 4)
-    alpha, x_av = spatial_attention(x_v, x_a)
+    att = spatial_attention(x_v, x_a)
+    alpha, x_av = att.alpha, att.x_av
     expected = torch.softmax(torch.einsum("nchw,nc->nhw", x_v, x_a.mean((2, 3))).flatten(1), -1)
     torch.testing.assert_close(alpha.flatten(1), expected)
     torch.testing.assert_close(x_av, x_v * alpha[:, None])
@@ -167,3 +169,78 @@ def test_seeded_golden_output():
     torch.testing.assert_close(out.maps[0, -1, 3, :3], torch.tensor(
         [0.01562688431845795, 0.015624480614352315, 0.015638848915378124], dtype=torch.float64),
         rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("map_name", sorted(MAPS))
+@pytest.mark.parametrize("scale", ATTENTION_SCALES)
+def test_every_map_streams_like_the_batched_forward(map_name, scale):
+    model = make_model("full", k=2, map=map_name, attention_scale=scale, visual_head=True).double()
+    visual, audio = make_clip(2, 6)
+    maps, logits = stream(model, visual, audio)
+    out = model(visual, audio)
+    torch.testing.assert_close(maps, out.maps, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(logits, out.logits, rtol=1e-9, atol=1e-12)
+
+
+def test_memory_scores_are_the_cross_modal_dot_products():
+    model = make_model("unimodal", map="memory_scores").double()
+    visual, audio = make_clip(2, 4)
+    out = model(visual, audio)
+    expected = torch.einsum("btchw,btc->bthw", out.visual, out.audio_query)
+    torch.testing.assert_close(out.maps, expected)
+    # the same weights give the paper's softmax map on request, and it is another map
+    alpha = model(visual, audio, map="alpha_hat").maps
+    torch.testing.assert_close(alpha.sum(dim=(2, 3)), torch.ones(2, 4, dtype=torch.float64))
+    assert not torch.allclose(alpha, out.maps)
+    with pytest.raises(ValueError, match="map"):
+        model(visual, audio, map="nope")
+
+
+def test_sqrt_scale_softens_the_attention():
+    visual, audio = make_clip(2, 4)
+    sharp = make_model("none", map="memory_alpha", attention_scale="none").double()
+    soft = make_model("none", map="memory_alpha", attention_scale="sqrt").double()
+    soft.load_state_dict(sharp.state_dict())
+    a, b = sharp(visual, audio).maps, soft(visual, audio).maps
+    # same scores, a smaller multiplier: a lower peak (32 channels: scale 1/√32)
+    assert (b.amax(dim=(2, 3)) < a.amax(dim=(2, 3))).all()
+    learned = make_model("none", attention_scale="learned")
+    assert learned.log_scale.requires_grad and "log_scale" in learned.state_dict()
+    assert "log_scale" not in sharp.state_dict()  # a fixed scale is not a weight
+
+
+def test_audio_dropout_acts_in_training_only():
+    model = make_model("none", audio_dropout=0.5)
+    visual, audio = make_clip(64, 1)
+    model.eval()
+    torch.testing.assert_close(model(visual.float(), audio.float()).logits,
+                               model(visual.float(), audio.float()).logits)
+    model.train()
+    torch.manual_seed(0)
+    dropped = model(visual.float(), audio.float()).logits
+    model.eval()
+    kept = model(visual.float(), audio.float()).logits
+    changed = ~torch.isclose(dropped, kept).all(dim=-1)  # (64, 1) samples whose audio was zeroed
+    assert 0.2 < changed.float().mean() < 0.8
+
+
+def test_visual_head_only_when_asked():
+    assert make_model("full").visual_classifier is None
+    model = make_model("full", visual_head=True)
+    visual, audio = make_clip(2, 3)
+    out = model(visual.float(), audio.float())
+    assert out.visual_logits.shape == (2, 3, 5)
+    assert model(visual.float(), audio.float()).visual_logits is not None
+
+
+def test_class_cam_is_the_visual_heads_evidence_for_the_predicted_class():
+    model = make_model("unimodal", map="class_cam", visual_head=True).double()
+    visual, audio = make_clip(2, 3)
+    out = model(visual, audio)
+    cls = out.logits[..., :-1].argmax(-1)  # (B, T), background excluded
+    weight = model.visual_classifier.weight.double()[cls]  # (B, T, C)
+    torch.testing.assert_close(out.maps, torch.einsum("btchw,btc->bthw", out.visual, weight))
+    with pytest.raises(ValueError, match="visual head"):
+        ModelConfig(visual_channels=CV, num_classes=5, map="class_cam")
+    with pytest.raises(ValueError, match="visual head"):
+        make_model("none")(visual.float(), audio.float(), map="class_cam")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -15,7 +17,8 @@ from avstm.cli import cli
 from avstm.errors import ConfigMismatch, MediaError
 from avstm.synth import CLASS_NAMES, CLASSES, SceneRenderer, SynthConfig, generate, sample_scene
 from avstm.synth.classes import partner
-from avstm.synth.scene import envelope, frame_index
+from avstm.synth.generate import scene_boxes
+from avstm.synth.scene import annotation_times, envelope, frame_index
 from avstm.synth.video import write_mp4
 
 W, H, SECONDS, FPS, SR = 160, 120, 3, 24, 16000
@@ -83,12 +86,15 @@ def test_decoded_frames_match_the_rendered_scene_at_annotated_times(dataset):
     for t in (0.125, 1.625, 2.875):
         shown = [img for ft, img in frames if ft <= t + 1e-6][-1]
         drawn = renderer.frame(frame_index(t, FPS))
-        assert np.abs(shown.astype(int) - drawn.astype(int)).mean() < 6.0
+        # compared through a 5 × 5 blur: H.264 drops the backgrounds' per-pixel grain
+        blur = [cv2.blur(img.astype(np.float32), (5, 5)) for img in (shown, drawn)]
+        assert np.abs(blur[0] - blur[1]).mean() < 4.0
 
 
 def test_boxes_lie_inside_the_frames_at_the_convention_times(dataset):
     expected = [s + (k + 0.5) / 4 for s in range(SECONDS) for k in range(4)]
     events = {r[1]: (int(r[3]), int(r[4])) for r in _lines(dataset.annotations)}
+    meta = _meta(dataset)["videos"]
     for vid, video in _boxes(dataset).items():
         assert (video["width"], video["height"]) == (W, H)
         assert [f["time"] for f in video["frames"]] == expected
@@ -98,7 +104,7 @@ def test_boxes_lie_inside_the_frames_at_the_convention_times(dataset):
                 assert 0 <= x1 < x2 <= W and 0 <= y1 < y2 <= H
             start, end = events[vid]
             n_sounding = sum(b["sounding"] for b in frame["boxes"])
-            assert n_sounding == (1 if start <= frame["time"] < end else 0)
+            assert n_sounding == (meta[vid]["sounding"] if start <= frame["time"] < end else 0)
 
 
 def test_sounding_boxes_cover_the_drawn_sounding_object(dataset):
@@ -107,27 +113,38 @@ def test_sounding_boxes_cover_the_drawn_sounding_object(dataset):
         scene = sample_scene(CONFIG, index)
         assert scene.video_id == vid
         renderer = SceneRenderer(scene)
-        j = scene.sounding_index()
         for frame in video["frames"]:
-            box = [b for b in frame["boxes"] if b["sounding"]]
-            if not box:
+            boxes = [b["xyxy"] for b in frame["boxes"] if b["sounding"]]
+            if not boxes:
                 continue
             n = frame_index(frame["time"], FPS)
-            diff = np.abs(renderer.frame(n).astype(int) - renderer.frame(n, skip=(j,)).astype(int))
-            mask = diff.max(axis=2) > 8  # the pixels the sounding object changes
-            x1, y1, x2, y2 = box[0]["xyxy"]
-            inside = mask[y1:y2, x1:x2].sum()
-            assert inside >= 0.95 * mask.sum()
-            assert inside >= 0.2 * (x2 - x1) * (y2 - y1)
-            checked += 1
+            assert sorted(boxes) == sorted(renderer.box(j, n) for j in scene.sounding_indices())
+            for j in scene.sounding_indices():
+                diff = np.abs(renderer.frame(n).astype(int)
+                              - renderer.frame(n, skip=(j,)).astype(int))
+                mask = diff.max(axis=2) > 8  # the pixels the sounding object changes
+                x1, y1, x2, y2 = renderer.box(j, n)
+                inside = mask[y1:y2, x1:x2].sum()
+                assert inside >= 0.95 * mask.sum()
+                assert inside >= 0.2 * (x2 - x1) * (y2 - y1)
+                checked += 1
     assert checked >= CONFIG.videos * CONFIG.min_event_seconds * 4
 
 
-def test_object_sizes_lie_in_the_configured_range(dataset):
+def test_small_sizes_lie_in_the_configured_range_fully_inside_the_frame():
+    config = dataclasses.replace(CONFIG, sizes="small")
     side = min(W, H)
-    for video in _meta(dataset)["videos"].values():
-        for obj in video["objects"]:
-            assert side * CONFIG.size_range[0] <= obj["size"] <= side * CONFIG.size_range[1]
+    for i in range(20):
+        scene = sample_scene(config, i)
+        assert len(scene.sounding_indices()) == 1 and scene.background != "clutter"
+        renderer = SceneRenderer(scene, frames=[0, 40])
+        for j, obj in enumerate(scene.objects):
+            assert obj.stretch is None
+            assert side * config.size_range[0] <= obj.size <= side * config.size_range[1]
+            for n in (0, 40):
+                st = renderer.state(j, n)
+                assert st.size / 2 <= st.cx <= W - st.size / 2
+                assert st.size / 2 <= st.cy <= H - st.size / 2
 
 
 def test_hard_videos_hold_a_silent_object_of_the_sounding_class(dataset):
@@ -136,7 +153,7 @@ def test_hard_videos_hold_a_silent_object_of_the_sounding_class(dataset):
     for vid, video in _boxes(dataset).items():
         cls = meta[vid]["class"]
         same_class = [b for b in video["frames"][0]["boxes"] if b["label"] == cls]
-        assert len(same_class) == (2 if meta[vid]["hard"] else 1)
+        assert len(same_class) == meta[vid]["sounding"] + meta[vid]["hard"]
 
 
 def _band_rms(x: np.ndarray, pitch: float) -> float:
@@ -256,7 +273,8 @@ def test_write_mp4_rejects_audio_of_wrong_shape(tmp_path):
 def test_cli_synth_writes_a_dataset(tmp_path):
     runner = CliRunner()
     result = runner.invoke(cli, ["synth", "--out", str(tmp_path / "d"), "--videos", "2",
-                                 "--seconds", "2", "--width", "64", "--height", "48", "--quiet"],
+                                 "--seconds", "2", "--width", "64", "--height", "48", "--quiet",
+                                 "--sizes", "small"],
                            catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "2 videos" in result.output
@@ -277,3 +295,145 @@ def test_rerun_removes_temporaries_of_killed_writers(tmp_path):
     stale.write_bytes(b"half a video")
     generate(tmp_path, config=config, progress=False)
     assert not stale.exists()
+
+
+# --- sizes="benchmark": boxes shaped like the real benchmarks' -----------------------------
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+VGGSS = DATA / "vggss" / "vggss.json"
+AUDIOSET = DATA / "audioset_instrument" / "audioset_box.json"
+BENCH = SynthConfig(seed=11)  # the defaults: benchmark sizes at 320 × 240
+QUANTILES = (10, 25, 50, 75, 90)
+
+
+def _union_share(boxes, grid: int = 224) -> float:
+    """Share of the unit square covered by the union of normalised [x1, y1, x2, y2] boxes."""
+    m = np.zeros((grid, grid), bool)
+    for b in boxes:
+        x1, y1, x2, y2 = (int(round(min(max(v, 0.0), 1.0) * grid)) for v in b)
+        m[y1:y2, x1:x2] = True
+    return float(m.mean())
+
+
+def _real_sounding_areas() -> dict[str, np.ndarray]:
+    if not (VGGSS.exists() and AUDIOSET.exists()):
+        pytest.skip(f"real annotation files missing under {DATA}")
+    vggss = []
+    for e in json.loads(VGGSS.read_text()):
+        boxes = [b for b in e["bbox"] if all(abs(c) < 10 for c in b)]  # skip corrupt ~-2.9e16
+        if boxes:
+            vggss.append(_union_share(boxes))
+    audioset = []
+    for e in json.loads(AUDIOSET.read_text()).values():
+        boxes = [(x, y, x + w, y + h) for x, y, w, h in (b["normbox"] for b in e["bbox"])]
+        if boxes:
+            audioset.append(_union_share(boxes))
+    return {"vggss": np.array(vggss), "audioset_instrument": np.array(audioset)}
+
+
+def _bench_frames(config: SynthConfig, scenes: int, per_scene: int = 4):
+    """(sounding-area shares, centre-pixel hits, share of multi-sounding clips) over
+    ``per_scene`` annotation frames spread over the event span of each of ``scenes`` scenes
+    (a fixed number per clip, like the real files' one or few frames per clip), without
+    encoding any video."""
+    areas, centre, multi = [], [], 0
+    for i in range(scenes):
+        scene = sample_scene(config, i)
+        idx = scene.sounding_indices()
+        multi += len(idx) > 1
+        start, end = scene.event
+        inside = [t for t in annotation_times(config) if start <= t < end]
+        pick = np.linspace(0, len(inside) - 1, per_scene).round().astype(int)
+        frames = [frame_index(inside[k], config.fps) for k in pick]
+        renderer = SceneRenderer(scene, frames=frames)
+        for n in frames:
+            m = np.zeros((config.height, config.width), bool)
+            for j in idx:
+                x1, y1, x2, y2 = renderer.box(j, n)
+                m[y1:y2, x1:x2] = True
+            areas.append(m.mean())
+            centre.append(m[config.height // 2, config.width // 2])
+    return np.array(areas), np.array(centre), multi / scenes
+
+
+@pytest.fixture(scope="module")
+def bench_frames():
+    return _bench_frames(BENCH, 200)
+
+
+def test_benchmark_sounding_area_matches_the_real_files(bench_frames):
+    areas, _, _ = bench_frames
+    assert len(areas) == 800
+    ours = np.percentile(areas, QUANTILES)
+    for name, real in _real_sounding_areas().items():
+        theirs = np.percentile(real, QUANTILES)
+        for q, a, b in zip(QUANTILES, ours, theirs):
+            if q in (10, 50, 90):
+                assert abs(a - b) <= 0.25 * b, f"{name} p{q}: generated {a:.3f}, real {b:.3f}"
+
+
+def test_small_sizes_stay_far_below_the_real_files():
+    areas, _, multi = _bench_frames(dataclasses.replace(BENCH, sizes="small"), 40)
+    assert np.percentile(areas, 90) < 0.2 and multi == 0
+
+
+def test_benchmark_objects_are_not_all_at_the_centre(bench_frames):
+    _, centre, _ = bench_frames
+    assert centre.mean() < 0.75
+
+
+def test_benchmark_clips_with_two_sounding_objects_pulse_with_the_sound(bench_frames):
+    _, _, multi = bench_frames
+    assert abs(multi - BENCH.multi_share) < 0.1
+    found = 0
+    for i in range(40):
+        scene = sample_scene(BENCH, i)
+        idx = scene.sounding_indices()
+        if len(idx) < 2:
+            continue
+        found += 1
+        assert len(idx) == 2 and scene.sounding_index() in idx
+        t = np.arange(BENCH.seconds * BENCH.fps) / BENCH.fps
+        sound = envelope(scene.sounding.notes, scene.sounding.decay, scene.sounding.span, t)
+        renderer = SceneRenderer(scene, frames=list(range(len(t))))
+        for j in idx:
+            obj = scene.objects[j]
+            assert obj.cls == scene.cls and obj.event
+            assert np.array_equal(envelope(obj.notes, obj.decay, obj.span, t), sound)
+            sizes = np.array([renderer.state(j, n).size for n in range(len(t))])
+            assert np.corrcoef(sizes, sound)[0, 1] > 0.99
+        start, end = scene.event
+        times = annotation_times(BENCH)
+        frames = scene_boxes(scene, SceneRenderer(
+            scene, frames=[frame_index(x, BENCH.fps) for x in times]), times)
+        for frame in frames:
+            sounding = [b for b in frame["boxes"] if b["sounding"]]
+            inside = start <= frame["time"] < end
+            assert len(sounding) == (2 if inside else 0)
+            assert all(b["label"] == CLASSES[scene.cls].name for b in sounding)
+    assert found >= 3
+
+
+def test_benchmark_backgrounds_include_clutter_with_a_falling_spectrum():
+    from avstm.synth.render import background_canvas
+
+    kinds = [sample_scene(BENCH, i).background for i in range(60)]
+    assert kinds.count("clutter") >= 15 and len(set(kinds)) >= 4
+    scene = next(sample_scene(BENCH, i) for i in range(60) if kinds[i] == "clutter")
+    grey = background_canvas(scene).astype(np.float32).mean(axis=2)
+    power = np.abs(np.fft.rfft2(grey - grey.mean())) ** 2
+    fy, fx = np.fft.fftfreq(grey.shape[0])[:, None], np.fft.rfftfreq(grey.shape[1])[None, :]
+    f = np.hypot(fx, fy)
+    low, high = power[(f > 0.01) & (f < 0.03)].mean(), power[(f > 0.1) & (f < 0.3)].mean()
+    assert low > 30 * high  # natural-image-like: most power at low spatial frequencies
+
+
+def test_config_checks_sizes_and_multi_share():
+    with pytest.raises(ValueError, match="sizes"):
+        SynthConfig(sizes="huge")
+    with pytest.raises(ValueError, match="multi_share"):
+        SynthConfig(multi_share=1.5)
+    legacy = {k: v for k, v in SynthConfig().to_dict().items() if k != "sizes"}
+    assert SynthConfig.from_dict(legacy).sizes == "small"  # a meta.json from before the field
+    assert "sizes" in SynthConfig().content_differences(SynthConfig(sizes="small"))
+    assert "multi_share" in SynthConfig().content_differences(SynthConfig(multi_share=0.5))

@@ -41,6 +41,7 @@ from avstm.evaluate.metrics import FrameResult, MetricsConfig, evaluate_frame, p
 from avstm.evaluate.report import Report, aggregate, format_method_table, format_report, summarize
 from avstm.io import write_json
 from avstm.localize.boxes import maps_to_boxes
+from avstm.memnet.model import MAPS
 
 METRICS_FORMAT = "avstm-metrics/1"
 ABLATION_FORMAT = "avstm-ablation/1"
@@ -73,8 +74,11 @@ class EvaluateConfig(PlainConfig):
     figure_videos: int = 4  # rows of the figure (0: no figure)
     figure_frames: int = 4  # annotated frames per video in the figure
     device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda", ...
+    map: str | None = None  # a model's map (memnet.model.MAPS); None: the checkpoint's own
 
     def __post_init__(self):
+        if self.map is not None and self.map not in MAPS:
+            raise ValueError(f"unknown map {self.map!r}; valid: {', '.join(MAPS)}")
         modes = tuple(parse_binarization(m).name for m in self.modes)
         if not modes:
             raise ValueError("at least one binarisation is needed")
@@ -212,10 +216,11 @@ def evaluate(truth, *, checkpoint: str | os.PathLike | None = None,
             videos = {"split": None, "annotated": len(gt), "evaluated": len(ids)}
         if checkpoint is not None:
             device = resolve_device(config.device)
-            model, info = load_model(checkpoint, device=device)
+            model, info = load_model(checkpoint, device=device, map=config.map)
             check_fit(info, cache, checkpoint)
             mem = info.model_config.memory
             method = {"kind": "model", "name": MEMORY_NAMES.get(mem, mem), "memory": mem,
+                      "map": info.model_config.map, "map_definition": MAPS[info.model_config.map],
                       "checkpoint": str(checkpoint), "epoch": info.epoch,
                       "model_config": info.model_config.to_dict()}
             source = lambda vid: model_video(model, cache, vid, device)  # noqa: E731

@@ -32,6 +32,7 @@ from avstm.extract.pipeline import FeatureExtractor, audio_examples, resolve_dev
 from avstm.localize.boxes import Box, maps_to_boxes_batch, upsample_map
 from avstm.localize.proposals import ProposalDetector, ground
 from avstm.memnet.checkpoint import CheckpointInfo, load_model
+from avstm.memnet.model import MAPS
 from avstm.memnet.model import STMNet
 
 BOX_METHODS = ("otsu", "rpn")
@@ -57,8 +58,11 @@ class LocalizeConfig(PlainConfig):
     # they must have the checksum recorded in the checkpoint.
     visual_weights: str | None = None
     audio_weights: str | None = None
+    map: str | None = None  # which map (memnet.model.MAPS); None: the checkpoint's own
 
     def __post_init__(self):
+        if self.map is not None and self.map not in MAPS:
+            raise ValueError(f"unknown map {self.map!r}; valid: {', '.join(MAPS)}")
         if self.boxes not in BOX_METHODS:
             raise ValueError(f"boxes must be one of {', '.join(BOX_METHODS)}, not {self.boxes!r}")
         if self.fps is not None and self.fps < 1:
@@ -110,7 +114,7 @@ def load_localize_model(checkpoint: str | os.PathLike, *, config: LocalizeConfig
     recorded at extraction (``config.visual_weights``/``audio_weights`` choose other files).
     """
     device = resolve_device(config.device)
-    net, info = load_model(checkpoint, device=device)
+    net, info = load_model(checkpoint, device=device, map=config.map)
     model = LocalizeModel(net=net, info=info, checkpoint=str(checkpoint), device=device)
     if not backbones:
         return model
@@ -152,7 +156,8 @@ class LocalizedFrame:
 class LocalizeResult:
     """What ``localize`` found in one video.
 
-    maps: (N, 8, 8) float32 attention maps α̂ (softmax over positions); probabilities:
+    maps: (N, 8, 8) float32, the map named by the model config's ``map`` (memnet.model.MAPS: α̂, or
+    the scores of an attention; consumers min-max normalise it); probabilities:
     (N, K + 1) float32 event class probabilities, background last. ``width``/``height``: the
     frame size the boxes are in (the upright source frames; the cache's frame size when a
     cached video's source is missing). ``timings``: seconds per stage (TIMING_KEYS).

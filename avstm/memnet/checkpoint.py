@@ -88,17 +88,21 @@ def read_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     return ckpt
 
 
-def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu"
-               ) -> tuple[STMNet, CheckpointInfo]:
+def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
+               map: str | None = None) -> tuple[STMNet, CheckpointInfo]:
     """Rebuild the trained network from a checkpoint alone, in eval mode on ``device``.
 
-    The model takes raw cached features (its normalisation buffers come with it).
+    The model takes raw cached features (its normalisation buffers come with it). ``map``
+    (one of ``model.MAPS``) replaces the map the checkpoint was saved to give (None: keep it);
+    the returned info's model config names the map in use.
     """
     from avstm.memnet.train import TrainConfig  # train imports this module
 
     ckpt = read_checkpoint(path, device=device)
     try:
         config = ModelConfig.from_dict(ckpt["config"])
+        if map is not None:
+            config = config.replace(map=map)
         model = STMNet(config)
         model.load_state_dict(ckpt["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:

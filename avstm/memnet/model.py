@@ -33,6 +33,22 @@ from avstm.config import PlainConfig
 
 
 MEMORY_MODES = ("none", "unimodal", "full")  # Without Temporal, U, C+U (the paper's ablations)
+# The maps a trained network can localize from, each (N, 8, 8) per step. Every consumer
+# (metrics, Otsu boxes, proposal scoring, overlays) min-max normalises a map first, so a map of
+# raw dot products is as valid a map as a softmax.
+MAPS = {
+    "alpha_hat": "the paper's α̂ = f(x̂_a, x̂_av): softmax over positions of x̂_av(i,j)·φ(x̂_a)",
+    "alpha_hat_scores": "the scores of α̂ before its softmax, x̂_av(i,j)·φ(x̂_a)",
+    "memory_alpha": "the memory layer's cross-modal attention f(x̂_a, x̂_v): softmax of x̂_v(i,j)·φ(x̂_a)",
+    "memory_scores": "the scores of the memory layer's cross-modal attention, x̂_v(i,j)·φ(x̂_a)",
+    "class_cam": "the class activation map of the visual head: w_c·x̂_v(i,j) for the predicted "
+                 "event class c (needs a visual head, TrainConfig.visual_loss > 0)",
+}
+DEFAULT_MAP = "memory_scores"  # the best of MAPS on the seeded quality benchmark (README)
+# How Eq. 1's dot products are scaled before the softmax (the paper leaves it free):
+# "none" as written; "sqrt" divides by √C like scaled dot-product attention; "learned" learns
+# one scalar per attention, starting at 1/√C.
+ATTENTION_SCALES = ("none", "sqrt", "learned")
 
 
 @dataclass(frozen=True)
@@ -52,8 +68,24 @@ class ModelConfig(PlainConfig):
     heads: int = 1  # L in Eq. 2; the weights of the heads are averaged
     hidden: int = 256  # MLP classifier hidden size
     dropout: float = 0.1  # before the classifier's last layer
+    map: str = DEFAULT_MAP  # which of MAPS ``maps`` returns (localize, evaluate, maps files)
+    attention_scale: str = "none"  # one of ATTENTION_SCALES, on both spatial attentions
+    # An extra linear head classifying Σ_ij x̂_av alone (for TrainConfig.visual_loss)
+    visual_head: bool = False
+    # Training only: the share of steps whose audio half of O^t is zeroed, so that the
+    # classifier has to use the visual half (identity in eval mode)
+    audio_dropout: float = 0.0
 
     def __post_init__(self):
+        if self.map not in MAPS:
+            raise ValueError(f"map must be one of {tuple(MAPS)}, got {self.map!r}")
+        if self.map == "class_cam" and not self.visual_head:
+            raise ValueError("map class_cam needs the visual head (train with visual_loss > 0)")
+        if self.attention_scale not in ATTENTION_SCALES:
+            raise ValueError(f"attention_scale must be one of {ATTENTION_SCALES}, "
+                             f"got {self.attention_scale!r}")
+        if not 0.0 <= self.audio_dropout < 1.0:
+            raise ValueError(f"audio_dropout must lie in [0, 1), got {self.audio_dropout}")
         if self.memory not in MEMORY_MODES:
             raise ValueError(f"memory must be one of {MEMORY_MODES}, got {self.memory!r}")
         if self.memory_length < 1:
@@ -69,12 +101,18 @@ class ModelConfig(PlainConfig):
 class STMOutput:
     """Output of ``STMNet.forward``.
 
-    maps: (B, T, 8, 8) float, the localization map α̂ = f(x̂_a, x̂_av), a softmax over positions.
+    maps: (B, T, 8, 8) float, the localization map named by ``ModelConfig.map`` (MAPS).
     logits: (B, T, num_classes) float, event class scores per step.
+    visual_logits: (B, T, num_classes) from Σ_ij x̂_av alone, or None without a visual head.
+    visual: (B, T, C, 8, 8) x̂_v and audio_query: (B, T, C) φ(x̂_a), the two sides of the
+    memory layer's cross-modal attention (for a contrastive objective on memory_scores).
     """
 
     maps: Tensor
     logits: Tensor
+    visual_logits: Tensor | None = None
+    visual: Tensor | None = None
+    audio_query: Tensor | None = None
 
 
 @dataclass
@@ -105,18 +143,27 @@ def projection(in_channels: int, dim: int, layers: int) -> nn.Sequential:
     return nn.Sequential(*mods)
 
 
-def spatial_attention(x_v: Tensor, x_a: Tensor) -> tuple[Tensor, Tensor]:
+@dataclass
+class Attended:
+    """What the spatial attention f gives: scores s = x_v(i,j)·φ(x_a) (N, H, W) before any
+    scale, α = softmax over positions of scale·s (N, H, W), x_av = α ⊙ x_v (N, C, H, W)."""
+
+    scores: Tensor
+    alpha: Tensor
+    x_av: Tensor
+
+
+def spatial_attention(x_v: Tensor, x_a: Tensor, scale: Tensor | float = 1.0) -> Attended:
     """Cross-modal spatial attention f (Eq. 1).
 
     x_v: (N, C, H, W) maps attended over their positions; x_a: (N, C, h, w), globally pooled.
-    Returns α (N, H, W), a softmax over the H·W positions of x_v(i, j)·φ(x_a), and
-    x_av = α ⊙ x_v, (N, C, H, W).
+    ``scale`` multiplies the dot products before the softmax (1: the paper's Eq. 1).
     """
     n, c, h, w = x_v.shape
     query = x_a.mean(dim=(2, 3))  # φ(x_a): (N, C)
-    scores = torch.einsum("nchw,nc->nhw", x_v, query).reshape(n, h * w)  # (N, H·W)
-    alpha = scores.softmax(dim=-1).reshape(n, h, w)  # (N, H, W)
-    return alpha, x_v * alpha.unsqueeze(1)
+    scores = torch.einsum("nchw,nc->nhw", x_v, query)  # (N, H, W)
+    alpha = (scores.reshape(n, h * w) * scale).softmax(dim=-1).reshape(n, h, w)  # (N, H, W)
+    return Attended(scores=scores, alpha=alpha, x_av=x_v * alpha.unsqueeze(1))
 
 
 class TemporalAttention(nn.Module):
@@ -195,6 +242,14 @@ class STMNet(nn.Module):
             nn.Dropout(c.dropout),
             nn.Linear(c.hidden, c.num_classes),
         )
+        self.visual_classifier = nn.Linear(c.dim, c.num_classes) if c.visual_head else None
+        # log of the scale on Eq. 1's dot products: [memory layer's f, final f]
+        start = math.log(1.0 / math.sqrt(c.dim))
+        if c.attention_scale == "learned":
+            self.log_scale = nn.Parameter(torch.full((2,), start))
+        else:
+            self.register_buffer("log_scale", torch.full(
+                (2,), start if c.attention_scale == "sqrt" else 0.0), persistent=False)
 
     @torch.no_grad()
     def set_normalization(self, visual_mean, visual_std, audio_mean, audio_std) -> None:
@@ -212,19 +267,44 @@ class STMNet(nn.Module):
         a = (audio.to(dtype) - self.audio_mean[:, None, None]) / self.audio_std[:, None, None]
         return self.visual_proj(v), self.audio_proj(a)
 
-    def _head(self, x_a: Tensor, x_av: Tensor) -> tuple[Tensor, Tensor]:
-        """α̂ = f(x̂_a, x̂_av) and the logits of O = [Σ_ij x̂_av; φ(x̂_a)].
-        x_a (N, C, 6, 4), x_av (N, C, 8, 8) → maps (N, 8, 8), logits (N, num_classes)."""
-        maps, _ = spatial_attention(x_av, x_a)
-        joint = torch.cat([x_av.sum(dim=(2, 3)), x_a.mean(dim=(2, 3))], dim=1)  # (N, 2C)
-        return maps, self.classifier(joint)
+    def _cross(self, x_v: Tensor, x_a: Tensor) -> Attended:
+        """The memory layer's f(x̂_a, x̂_v). x_v (N, C, 8, 8), x_a (N, C, 6, 4)."""
+        return spatial_attention(x_v, x_a, self.log_scale[0].exp())
 
-    def forward(self, visual: Tensor, audio: Tensor) -> STMOutput:
+    def _head(self, x_a: Tensor, x_v: Tensor, x_av: Tensor, memory: Attended, map_name: str
+              ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """α̂ = f(x̂_a, x̂_av), the chosen map and the logits of O = [Σ_ij x̂_av; φ(x̂_a)].
+        x_a (N, C, 6, 4), x_v, x_av (N, C, 8, 8) → maps (N, 8, 8), logits (N, num_classes),
+        visual logits (N, num_classes) or None."""
+        pooled_av, query = x_av.sum(dim=(2, 3)), x_a.mean(dim=(2, 3))  # (N, C), (N, C)
+        if self.training and self.config.audio_dropout > 0:
+            keep = torch.rand(query.shape[0], 1, device=query.device) >= self.config.audio_dropout
+            query = query * keep.to(query.dtype)  # the audio half of O only, not the maps
+        logits = self.classifier(torch.cat([pooled_av, query], dim=1))  # O: (N, 2C)
+        visual_logits = self.visual_classifier(pooled_av) if self.visual_classifier is not None else None
+        if map_name == "class_cam":
+            if self.visual_classifier is None:
+                raise ValueError("map class_cam needs the visual head (train with visual_loss > 0)")
+            cls = logits[:, :-1].argmax(dim=-1)  # predicted event class, background excluded: (N,)
+            weight = self.visual_classifier.weight[cls]  # w_c: (N, C)
+            maps = torch.einsum("nchw,nc->nhw", x_v, weight.to(x_v.dtype))  # (N, 8, 8)
+        elif map_name == "memory_scores":
+            maps = memory.scores
+        elif map_name == "memory_alpha":
+            maps = memory.alpha
+        else:
+            final = spatial_attention(x_av, x_a, self.log_scale[1].exp())
+            maps = final.alpha if map_name == "alpha_hat" else final.scores
+        return maps, logits, visual_logits
+
+    def forward(self, visual: Tensor, audio: Tensor, *, map: str | None = None) -> STMOutput:
         """Run a clip at once with a causal memory window.
 
         visual: (B, T, C_v, 8, 8) float, raw cached features (channels-first);
-        audio: (B, T, 512, 6, 4) float. Returns maps (B, T, 8, 8) and logits (B, T, classes).
+        audio: (B, T, 512, 6, 4) float. ``map``: one of MAPS (None: ``config.map``).
+        Returns maps (B, T, 8, 8) and logits (B, T, classes) (see STMOutput).
         """
+        map_name = self._map_name(map)
         b, t = visual.shape[:2]
         x_v, x_a = self._embed(visual.flatten(0, 1), audio.flatten(0, 1))  # (B·T, C, ·, ·)
         x_v = x_v.unflatten(0, (b, t))  # (B, T, C, 8, 8)
@@ -233,11 +313,21 @@ class STMNet(nn.Module):
         if mode != "none":
             x_a = self.temporal_a(x_a, k)  # x̂_a
             x_v = self.temporal_v(x_v, k)  # x̂_v
-        _, x_av = spatial_attention(x_v.flatten(0, 1), x_a.flatten(0, 1))  # (B·T, C, 8, 8)
+        memory = self._cross(x_v.flatten(0, 1), x_a.flatten(0, 1))
+        x_av = memory.x_av  # (B·T, C, 8, 8)
         if mode == "full":
             x_av = self.temporal_av(x_av.unflatten(0, (b, t)), k).flatten(0, 1)
-        maps, logits = self._head(x_a.flatten(0, 1), x_av)
-        return STMOutput(maps=maps.unflatten(0, (b, t)), logits=logits.unflatten(0, (b, t)))
+        maps, logits, visual_logits = self._head(x_a.flatten(0, 1), x_v.flatten(0, 1), x_av, memory,
+                                                 map_name)
+        return STMOutput(maps=maps.unflatten(0, (b, t)), logits=logits.unflatten(0, (b, t)),
+                         visual_logits=None if visual_logits is None else visual_logits.unflatten(0, (b, t)),
+                         visual=x_v, audio_query=x_a.mean(dim=(3, 4)))
+
+    def _map_name(self, map: str | None) -> str:
+        name = self.config.map if map is None else map
+        if name not in MAPS:
+            raise ValueError(f"unknown map {name!r}; valid: {', '.join(MAPS)}")
+        return name
 
     def init_state(self, batch_size: int) -> StreamState:
         """Empty ring buffers of the last K steps for ``step``, on the model's device.
@@ -247,14 +337,15 @@ class STMNet(nn.Module):
         empty = self.visual_mean.new_zeros(batch_size, 0)
         return StreamState(audio=empty, visual=empty, av=empty)
 
-    def step(self, visual: Tensor, audio: Tensor, state: StreamState
+    def step(self, visual: Tensor, audio: Tensor, state: StreamState, *, map: str | None = None
              ) -> tuple[Tensor, Tensor, StreamState]:
         """Advance one step of a stream.
 
         visual: (B, C_v, 8, 8), audio: (B, 512, 6, 4) raw features of step t; ``state`` from
-        ``init_state`` or the previous call (updated in place and returned).
-        Returns maps (B, 8, 8), logits (B, num_classes), state.
+        ``init_state`` or the previous call (updated in place and returned); ``map`` as in
+        ``forward``. Returns maps (B, 8, 8), logits (B, num_classes), state.
         """
+        map_name = self._map_name(map)
         mode, k = self.config.memory, self.config.memory_length
         valid = min(state.steps, k)
         x_v, x_a = self._embed(visual, audio)  # (B, C, 8, 8), (B, C, 6, 4)
@@ -263,9 +354,10 @@ class STMNet(nn.Module):
             x_v_hat = self.temporal_v.step(x_v, state.visual, valid)
         else:
             x_a_hat, x_v_hat = x_a, x_v
-        _, x_av = spatial_attention(x_v_hat, x_a_hat)
+        memory = self._cross(x_v_hat, x_a_hat)
+        x_av = memory.x_av
         x_av_hat = self.temporal_av.step(x_av, state.av, valid) if mode == "full" else x_av
-        maps, logits = self._head(x_a_hat, x_av_hat)
+        maps, logits, _ = self._head(x_a_hat, x_v_hat, x_av_hat, memory, map_name)
         if state.steps == 0:  # allocate the ring buffers at the maps' own sizes
             state.audio = x_a.new_zeros(x_a.shape[0], k, *x_a.shape[1:])
             state.visual = x_v.new_zeros(x_v.shape[0], k, *x_v.shape[1:])

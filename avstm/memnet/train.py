@@ -36,10 +36,12 @@ from avstm.io import atomic_path, write_json
 from avstm.memnet import data
 from avstm.memnet.checkpoint import read_checkpoint, save_checkpoint
 from avstm.memnet.model import ModelConfig, STMNet
+from avstm.memnet.objective import training_loss
 
 IN_MEMORY_CHOICES = ("auto", "yes", "no")
-# Fields that may change between a run and its --resume (they do not change what is learned).
-RUNTIME_FIELDS = ("epochs", "workers", "in_memory", "device")
+# Fields that may change between a run and its --resume (they do not change what is learned;
+# map only chooses what localize and evaluate read by default).
+RUNTIME_FIELDS = ("epochs", "workers", "in_memory", "device", "map")
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,16 @@ class TrainConfig(PlainConfig):
     heads: int = ModelConfig.heads
     hidden: int = ModelConfig.hidden
     dropout: float = ModelConfig.dropout
+    map: str = ModelConfig.map
+    attention_scale: str = ModelConfig.attention_scale
+    audio_dropout: float = ModelConfig.audio_dropout
+    # Options from the field (objective.py), 0 = off (the paper's objective alone)
+    visual_loss: float = 0.0  # weight of the cross-entropy of Σ x̂_av alone
+    contrastive: float = 0.0  # weight of the in-batch audio-visual contrastive term
 
     def __post_init__(self):
+        if self.visual_loss < 0 or self.contrastive < 0:
+            raise ValueError("visual_loss and contrastive must be >= 0")
         if self.labels not in data.LABEL_MODES:
             raise ValueError(f"labels must be one of {data.LABEL_MODES}, got {self.labels!r}")
         if self.in_memory not in IN_MEMORY_CHOICES:
@@ -77,7 +87,9 @@ class TrainConfig(PlainConfig):
         return ModelConfig(visual_channels=visual_channels, num_classes=num_classes,
                            dim=self.dim, proj_layers=self.proj_layers, memory=self.memory,
                            memory_length=self.memory_length, heads=self.heads,
-                           hidden=self.hidden, dropout=self.dropout)
+                           hidden=self.hidden, dropout=self.dropout, map=self.map,
+                           attention_scale=self.attention_scale,
+                           visual_head=self.visual_loss > 0, audio_dropout=self.audio_dropout)
 
 
 
@@ -319,8 +331,8 @@ def _train(cache_path, out, config, resume, progress, on_epoch, d: _Dist, device
             visual, audio, targets = data.model_batch(batch, device)
             wait += time.perf_counter() - t0
             with _autocast(device, config.amp):
-                logits = net(visual, audio).logits.float().flatten(0, 1)  # (B·T, classes)
-                loss = F.cross_entropy(logits, targets.flatten())
+                loss, logits = training_loss(net(visual, audio), targets, visual_loss=config.visual_loss,
+                                             contrastive=config.contrastive)  # logits (B·T, classes)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -8,6 +8,14 @@ from dataclasses import dataclass
 from avstm.config import PlainConfig
 from avstm.errors import ConfigMismatch
 
+# How object sizes and placement are drawn: "benchmark" matches the sounding-area distribution
+# of the real annotation files (VGG-SS, AudioSet-Instrument; docs DESIGN.md), allows objects
+# that leave the frame in part, clutter backgrounds and clips with two sounding objects;
+# "small" is the original generator (``size_range`` diameters, objects fully inside).
+SIZES = ("benchmark", "small")
+# Values of fields absent from a meta.json written before the field existed.
+LEGACY_DEFAULTS = {"sizes": "small"}
+
 
 @dataclass(frozen=True)
 class SynthConfig(PlainConfig):
@@ -27,8 +35,12 @@ class SynthConfig(PlainConfig):
     whole_event_share: float = 0.25  # share of videos whose event spans the whole clip
     min_event_seconds: int = 2
     distractors: tuple[int, int] = (1, 2)  # silent objects of other classes, inclusive range
-    partner_share: float = 0.5  # chance that a distractor is of the class that sounds alike
-    size_range: tuple[float, float] = (0.2, 0.4)  # object diameter / min(width, height)
+    # chance that a distractor is of the class that sounds alike (then only the timing of its
+    # motion tells the two apart, as with the silent twin of a hard clip)
+    partner_share: float = 0.2
+    size_range: tuple[float, float] = (0.2, 0.4)  # object diameter / min(width, height); small
+    sizes: str = "benchmark"  # one of SIZES
+    multi_share: float = 0.25  # benchmark: share of clips with two sounding objects of the class
     snr_db: tuple[float, float] = (-6.0, 12.0)  # note RMS over background-noise RMS
     noise_dbfs: tuple[float, float] = (-38.0, -22.0)  # background-noise RMS level
     pitch_jitter: float = 0.04  # relative random shift of a class's pitch per video
@@ -57,6 +69,10 @@ class SynthConfig(PlainConfig):
             problems.append("distractors must be an increasing pair >= 0")
         if not 0.05 <= self.size_range[0] <= self.size_range[1] <= 0.5:
             problems.append("size_range must be an increasing pair in [0.05, 0.5]")
+        if self.sizes not in SIZES:
+            problems.append(f"sizes must be one of {', '.join(SIZES)}")
+        if not 0.0 <= self.multi_share <= 1.0:
+            problems.append("multi_share must lie in [0, 1]")
         if abs(sum(self.split_shares) - 1.0) > 1e-6:
             problems.append("split_shares must sum to 1")
         if problems:
@@ -64,12 +80,15 @@ class SynthConfig(PlainConfig):
 
     @classmethod
     def from_dict(cls, d: dict) -> "SynthConfig":
-        """Rebuild from ``to_dict`` output; unknown keys are an error."""
+        """Rebuild from ``to_dict`` output; unknown keys are an error. A field missing from
+        ``d`` takes its LEGACY_DEFAULTS value where it has one (a dataset written before the
+        field existed), else its default."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigMismatch(f"SynthConfig: unknown fields {', '.join(unknown)}")
-        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
+        kwargs = {k: (tuple(v) if isinstance(v, list) else v)
+                  for k, v in {**LEGACY_DEFAULTS, **d}.items()}
         return cls(**kwargs)
 
     def content_differences(self, other: "SynthConfig") -> list[str]:

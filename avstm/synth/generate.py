@@ -69,7 +69,8 @@ def split_of(config: SynthConfig, index: int) -> str:
 
 def scene_boxes(scene: Scene, renderer: SceneRenderer, times: list[float]) -> list[dict]:
     """The avstm-boxes/1 ``frames`` list of one video: every object's box at every time.
-    The event object is ``sounding`` only inside the event span."""
+    The event objects (one, or two in a multi-sounding clip) are ``sounding`` only inside the
+    event span."""
     start, end = scene.event
     frames = []
     for t in times:
@@ -123,6 +124,7 @@ def make_video(out_dir: str | Path, config: SynthConfig, index: int, *, overwrit
     summary = {
         "class": label, "hard": scene.hard, "event": list(scene.event),
         "split": split_of(config, index), "background": scene.background,
+        "sounding": len(scene.sounding_indices()),  # sounding objects (1, or 2 when multi)
         "objects": [{"label": o.spec.name, "event": o.event, "size": round(o.size, 2)}
                     for o in scene.objects],
         "pitch": round(scene.pitch, 2), "snr_db": round(scene.snr_db, 2),
