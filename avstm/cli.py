@@ -233,7 +233,7 @@ def _train_default(name):
               help="The map localize and evaluate read by default (changeable there with --map).")
 @click.option("--attention-scale", type=click.Choice(list(ATTENTION_SCALES)),
               default=_train_default("attention_scale"), show_default=True,
-              help="Scale of Eq. 1's dot products before the softmax: none (the paper), sqrt (1/√C), learned.")
+              help="Scale of Eq. 1's dot products before the softmax: none (as the paper writes it), sqrt (1/√C), learned.")
 @click.option("--audio-dropout", type=float, default=_train_default("audio_dropout"), show_default=True,
               help="Share of training steps whose audio half of the classifier input is zeroed.")
 @click.option("--visual-loss", type=float, default=_train_default("visual_loss"), show_default=True,

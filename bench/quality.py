@@ -10,9 +10,10 @@ hard videos apart. Every step resumes: re-running reuses what is on disk.
     python bench/quality.py --out /tmp/avstm-quality              # the defaults (README table)
     python bench/quality.py --out DIR --videos 120 --epochs 10 --seeds 0   # a quicker look
 
-Recipes: ``paper`` is the paper's objective (the default); the others each add one option
-from the field (objective.py). ``--option-modes`` chooses the memory modes the options are
-trained with (C+U by default; the paper's recipe always runs all three).
+Recipes (RECIPES): ``paper`` is the paper's literal recipe (its objective, Eq. 1 unscaled);
+``sqrt-scale`` the tool's default (the same objective, Eq. 1's dot products scaled by 1/√C);
+both run with every memory mode. The others each add one option from the field (objective.py)
+and run with ``--option-modes`` (C+U by default).
 Writes DIR/quality.json (every number per seed, and the means) and prints the tables.
 """
 
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avstm.cache import FeatureCache
 from avstm.datasets import read_ave
 from avstm.evaluate.annotations import read_ground_truth
 from avstm.evaluate.run import EvaluateConfig, evaluate
@@ -38,14 +40,18 @@ from avstm.synth.generate import generate
 
 MODES = ("none", "unimodal", "full")
 MODE_NAMES = {"none": "none", "unimodal": "U", "full": "C+U"}
-RECIPES = {  # TrainConfig changes over the paper's objective
-    "paper": {},
-    "visual-loss": {"visual_loss": 1.0},
-    "audio-dropout": {"audio_dropout": 0.5},
-    "contrastive": {"contrastive": 1.0},
-    "sqrt-scale": {"attention_scale": "sqrt"},
-    "visual-loss+contrastive": {"visual_loss": 1.0, "contrastive": 1.0},
+RECIPES = {  # TrainConfig changes over the tool's defaults
+    "paper": {"attention_scale": "none"},  # the paper's literal recipe: Eq. 1 unscaled
+    "sqrt-scale": {"attention_scale": "sqrt"},  # the tool's default: Eq. 1 scaled by 1/√C
+    "learned-scale": {"attention_scale": "learned"},
+    "visual-loss": {"attention_scale": "none", "visual_loss": 1.0},
+    "audio-dropout": {"attention_scale": "none", "audio_dropout": 0.5},
+    "contrastive": {"attention_scale": "none", "contrastive": 1.0},
+    "visual-loss+contrastive": {"attention_scale": "none", "visual_loss": 1.0, "contrastive": 1.0},
+    "sqrt+contrastive": {"attention_scale": "sqrt", "contrastive": 1.0},
+    "sqrt+visual-loss": {"attention_scale": "sqrt", "visual_loss": 1.0},
 }
+ALL_MODES = ("paper", "sqrt-scale")  # recipes trained with every memory mode
 BASELINES = ("centre", "whole-image")
 BINARISATIONS = ("value:0.5", "top:0.5", "median")
 # (column title, key in a flat summary, shown as a percentage)
@@ -105,6 +111,31 @@ def table(rows: dict[str, dict], group: str, title: str) -> str:
     return "\n".join(lines)
 
 
+def margins(results: dict, args, runs) -> str:
+    """The margins of issue 12's bar, C+U memory, all test videos, mean over seeds: pointing and
+    success@0.5 (value:0.5) over the best model-free baseline (bar: +20 and +30 points), AUC
+    over the best baseline's (bar: above), per-second accuracy over chance (bar: 3×)."""
+    base = [s["all"] for s in results["baselines"].values()]
+    best = {k: max(b[k] for b in base) for k in ("pointing", "success value:0.5", "auc value:0.5")}
+    chance = 1.0 / (len(results.get("classes", [])) + 1) if results.get("classes") else None
+    lines = [f"Margins over the best baseline (pointing {100 * best['pointing']:.1f} %, success "
+             f"{100 * best['success value:0.5']:.1f} %, AUC {best['auc value:0.5']:.3f}); bar: +20, +30, "
+             f"> 0, accuracy >= 3x chance" + (f" ({100 * chance:.1f} %)" if chance else ""),
+             f"{'recipe, C+U, map':<44}{'pointing':>10}{'success':>10}{'AUC':>9}{'acc/chance':>12}"]
+    for recipe in args.recipes:
+        for m in args.maps:
+            rs = runs(recipe, "full", m)
+            if not rs:
+                continue
+            mean = {k: float(np.mean([r["all"][k] for r in rs])) for k in best}
+            acc = float(np.mean([r["all"]["accuracy"] for r in rs]))
+            lines.append(f"{recipe + ', ' + m:<44}{100 * (mean['pointing'] - best['pointing']):>+10.1f}"
+                         f"{100 * (mean['success value:0.5'] - best['success value:0.5']):>+10.1f}"
+                         f"{mean['auc value:0.5'] - best['auc value:0.5']:>+9.3f}"
+                         + (f"{acc / chance:>12.2f}" if chance else f"{'-':>12}"))
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
@@ -146,9 +177,11 @@ def main() -> None:
     timed("extract", lambda: extract(read_ave(data), features, config=ecfg, progress=False))
     print(f"[quality] extract: {seconds['extract']:.0f} s", flush=True)
     truth = read_ground_truth(data / "boxes.json")
+    with FeatureCache(features) as cache:
+        classes = list(cache.classes)
     base_cfg = EvaluateConfig(device=args.device, figure_videos=0, modes=BINARISATIONS, ceilings=False)
 
-    results: dict = {"baselines": {}, "runs": {}}
+    results: dict = {"baselines": {}, "runs": {}, "classes": classes}
     for b in BASELINES:
         r = timed("evaluate", lambda: evaluate(truth, features=features, progress=False,
                                                config=base_cfg.replace(baseline=b, ceilings=True)))
@@ -157,7 +190,7 @@ def main() -> None:
             results["ceilings"] = {k: v for k, v in r.ceilings().items() if k != "grids"}
 
     for recipe in args.recipes:
-        modes = MODES if recipe == "paper" else tuple(args.option_modes)
+        modes = MODES if recipe in ALL_MODES else tuple(args.option_modes)
         for mode in modes:
             for seed in args.seeds:
                 run = out / "runs" / recipe / mode / f"seed{seed}"
@@ -198,13 +231,15 @@ def main() -> None:
     baseline_rows = {f"baseline: {b}": {"runs": [s]} for b, s in results["baselines"].items()}
     tables = []
     default_map = DEFAULT_MAP if DEFAULT_MAP in args.maps else args.maps[0]
-    for map_name in dict.fromkeys([default_map, "alpha_hat"]):
-        if map_name not in args.maps or "paper" not in args.recipes:
+    for recipe, map_name in (("sqrt-scale", default_map), ("paper", "alpha_hat"), ("paper", default_map)):
+        if map_name not in args.maps or recipe not in args.recipes:
             continue
-        rows = {f"paper, {MODE_NAMES[m]}, {map_name}": {"runs": runs("paper", m, map_name)} for m in MODES}
+        what = {"sqrt-scale": "The default recipe (the paper's objective, Eq. 1 scaled by 1/√C)",
+                "paper": "The paper's literal recipe"}[recipe]
+        rows = {f"{recipe}, {MODE_NAMES[m]}, {map_name}": {"runs": runs(recipe, m, map_name)} for m in MODES}
         rows.update(baseline_rows)
         for group in ("all", "normal", "hard"):
-            tables.append(table(rows, group, f"The paper's objective, map {map_name}: {group} test videos "
+            tables.append(table(rows, group, f"{what}, map {map_name}: {group} test videos "
                                              f"({len(args.seeds)} seeds, mean ± std)"))
     rows = {f"paper, C+U, {m}": {"runs": runs("paper", "full", m)} for m in args.maps
             if runs("paper", "full", m)}
@@ -216,6 +251,7 @@ def main() -> None:
         rows.update(baseline_rows)
         for group in ("all", "hard"):
             tables.append(table(rows, group, f"Objectives ({MODE_NAMES[mode]} memory): {group} test videos"))
+    tables.append(margins(results, args, runs))
     text = "\n\n".join(tables)
     print(text)
     seconds["total"] = time.perf_counter() - t_all

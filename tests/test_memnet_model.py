@@ -159,8 +159,9 @@ def test_config_round_trip_and_validation():
 
 
 def test_seeded_golden_output():
-    # Guards the equations against unintended change (values from this implementation, float64).
-    model = make_model("full", k=2).double()
+    # Guards the equations against unintended change (values from this implementation, float64),
+    # with Eq. 1 as the paper writes it (no scale on the dot products).
+    model = make_model("full", k=2, attention_scale="none").double()
     visual, audio = make_clip(1, 5)
     out = model(visual, audio)
     torch.testing.assert_close(out.logits[0, -1], torch.tensor(
@@ -244,3 +245,11 @@ def test_class_cam_is_the_visual_heads_evidence_for_the_predicted_class():
         ModelConfig(visual_channels=CV, num_classes=5, map="class_cam")
     with pytest.raises(ValueError, match="visual head"):
         make_model("none")(visual.float(), audio.float(), map="class_cam")
+
+
+def test_a_config_saved_before_the_map_and_scale_existed_keeps_its_meaning():
+    old = ModelConfig(visual_channels=CV, num_classes=5).to_dict()
+    del old["attention_scale"], old["map"]
+    config = ModelConfig.from_dict(old)
+    assert (config.attention_scale, config.map) == ("none", "alpha_hat")
+    assert ModelConfig(visual_channels=CV, num_classes=5).attention_scale == "sqrt"  # today's default

@@ -45,15 +45,20 @@ MAPS = {
                  "event class c (needs a visual head, TrainConfig.visual_loss > 0)",
 }
 DEFAULT_MAP = "memory_scores"  # the best of MAPS on the seeded quality benchmark (README)
-# How Eq. 1's dot products are scaled before the softmax (the paper leaves it free):
-# "none" as written; "sqrt" divides by √C like scaled dot-product attention; "learned" learns
-# one scalar per attention, starting at 1/√C.
+# How Eq. 1's dot products are scaled before the softmax (the paper writes none and leaves the
+# sharpness to the features' scale): "none" as written; "sqrt" divides by √C like scaled
+# dot-product attention (the default: the best on the seeded quality benchmark, README);
+# "learned" learns one scalar per attention, starting at 1/√C.
 ATTENTION_SCALES = ("none", "sqrt", "learned")
+DEFAULT_ATTENTION_SCALE = "sqrt"
 
 
 @dataclass(frozen=True)
 class ModelConfig(PlainConfig):
     """Hyperparameters of ``STMNet``; stored in every checkpoint."""
+
+    # a checkpoint saved before these fields existed: Eq. 1 unscaled, maps α̂
+    LEGACY = {"attention_scale": "none", "map": "alpha_hat"}
 
     visual_channels: int  # C_v of the cache: 2048 for ResNet-152, 320 for EfficientNet-Lite0
     num_classes: int  # event classes + 1 (background, index len(classes))
@@ -69,7 +74,7 @@ class ModelConfig(PlainConfig):
     hidden: int = 256  # MLP classifier hidden size
     dropout: float = 0.1  # before the classifier's last layer
     map: str = DEFAULT_MAP  # which of MAPS ``maps`` returns (localize, evaluate, maps files)
-    attention_scale: str = "none"  # one of ATTENTION_SCALES, on both spatial attentions
+    attention_scale: str = DEFAULT_ATTENTION_SCALE  # one of ATTENTION_SCALES, on both spatial attentions
     # An extra linear head classifying Σ_ij x̂_av alone (for TrainConfig.visual_loss)
     visual_head: bool = False
     # Training only: the share of steps whose audio half of O^t is zeroed, so that the

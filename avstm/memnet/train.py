@@ -49,6 +49,8 @@ class TrainConfig(PlainConfig):
     """Everything ``train`` does, stored in each checkpoint. Model fields mirror ModelConfig;
     the visual channels and the number of classes come from the cache."""
 
+    LEGACY = ModelConfig.LEGACY  # a run saved before these fields existed
+
     epochs: int = 30  # the paper's
     batch_size: int = 128  # videos (one second each) per step, over all ranks together
     lr: float = 1e-4  # Adam, the paper's

@@ -13,8 +13,6 @@ from avstm.errors import ConfigMismatch
 # that leave the frame in part, clutter backgrounds and clips with two sounding objects;
 # "small" is the original generator (``size_range`` diameters, objects fully inside).
 SIZES = ("benchmark", "small")
-# Values of fields absent from a meta.json written before the field existed.
-LEGACY_DEFAULTS = {"sizes": "small"}
 
 
 @dataclass(frozen=True)
@@ -23,6 +21,7 @@ class SynthConfig(PlainConfig):
     its index and the fields below other than ``videos``, so a larger ``videos`` count extends
     an existing dataset without changing the videos already written."""
 
+    LEGACY = {"sizes": "small"}  # a meta.json written before ``sizes`` existed: the old generator
     videos: int = 100
     seed: int = 0
     hard: float = 0.3  # share of videos that also hold a silent object of the sounding class
@@ -81,14 +80,14 @@ class SynthConfig(PlainConfig):
     @classmethod
     def from_dict(cls, d: dict) -> "SynthConfig":
         """Rebuild from ``to_dict`` output; unknown keys are an error. A field missing from
-        ``d`` takes its LEGACY_DEFAULTS value where it has one (a dataset written before the
+        ``d`` takes its ``LEGACY`` value where it has one (a dataset written before the
         field existed), else its default."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigMismatch(f"SynthConfig: unknown fields {', '.join(unknown)}")
         kwargs = {k: (tuple(v) if isinstance(v, list) else v)
-                  for k, v in {**LEGACY_DEFAULTS, **d}.items()}
+                  for k, v in {**cls.LEGACY, **d}.items()}
         return cls(**kwargs)
 
     def content_differences(self, other: "SynthConfig") -> list[str]:

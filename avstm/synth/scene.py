@@ -333,9 +333,40 @@ def _place_benchmark(rng, config: SynthConfig, objects: list[SceneObject],
     return placed
 
 
+def _distractor_classes(rng, config: SynthConfig, cls: int) -> list[int]:
+    """The classes of a scene's silent objects of other classes: 1–2 by default, the partner
+    (the class that sounds alike) first with chance ``partner_share``."""
+    n = int(rng.integers(config.distractors[0], config.distractors[1] + 1))
+    with_partner = n > 0 and rng.random() < config.partner_share
+    others = [c for c in range(len(CLASSES)) if c not in (cls, partner(cls))]
+    chosen = [partner(cls)] if with_partner else []
+    chosen += [int(c) for c in rng.choice(others, size=min(n - len(chosen), len(others)),
+                                          replace=False)]
+    return chosen
+
+
+def _finish_scene(rng, config: SynthConfig, index: int, cls: int, hard: bool, event,
+                  objects: list[SceneObject], background) -> Scene:
+    """The Scene of placed ``objects`` in a random drawing order; ``background()`` draws the
+    background kind (after the order, so that both sizes keep their draws in sequence)."""
+    order = rng.permutation(len(objects))
+    objects = [objects[i] for i in order]
+    side = min(config.width, config.height)
+    spec = CLASSES[cls]
+    return Scene(
+        video_id=video_id(index), index=index, cls=cls, hard=hard, event=event,
+        width=config.width, height=config.height, fps=config.fps, seconds=config.seconds,
+        objects=tuple(objects), background=background(),
+        bg_colours=(_bg_colour(rng), _bg_colour(rng)), bg_angle=rng.uniform(0, 2 * math.pi),
+        bg_scale=rng.uniform(0.08, 0.3) * side, bg_seed=int(rng.integers(2**31)),
+        pan=(rng.uniform(-1, 1), rng.uniform(-1, 1)),
+        pitch=spec.pitch * (1 + rng.uniform(-config.pitch_jitter, config.pitch_jitter)),
+        snr_db=rng.uniform(*config.snr_db), noise_dbfs=rng.uniform(*config.noise_dbfs),
+        noise_tilt=rng.uniform(0.0, 1.5), audio_seed=int(rng.integers(2**31)))
+
+
 def _sample_benchmark_scene(config: SynthConfig, index: int) -> Scene:
     rng = np.random.default_rng([config.seed, index])
-    side = min(config.width, config.height)
     cls = event_class(config, index)
     hard = bool(rng.random() < config.hard)
     event = sample_span(rng, config)
@@ -350,32 +381,17 @@ def _sample_benchmark_scene(config: SynthConfig, index: int) -> Scene:
     notes = sample_notes(rng, spec, (float(event[0]), float(event[1])))
     objects = [replace(_benchmark_object(rng, config, cls, True, event, a), notes=notes)
                for a in areas]
-    n = int(rng.integers(config.distractors[0], config.distractors[1] + 1))
-    with_partner = n > 0 and rng.random() < config.partner_share
-    others = [c for c in range(len(CLASSES)) if c not in (cls, partner(cls))]
-    chosen = [partner(cls)] if with_partner else []
-    chosen += [int(c) for c in rng.choice(others, size=min(n - len(chosen), len(others)),
-                                          replace=False)]
+    chosen = _distractor_classes(rng, config, cls)
     if hard:
         chosen.append(cls)
     for c in chosen:
         objects.append(_benchmark_object(rng, config, c, False, event,
                                          DISTRACTOR_AREA * draw_area(rng.random())))
     objects = _place_benchmark(rng, config, objects, len(areas))
-    order = rng.permutation(len(objects))
-    objects = [objects[i] for i in order]
     kinds, weights = zip(*BENCHMARK_BACKGROUNDS)
-    background = kinds[int(rng.choice(len(kinds), p=np.asarray(weights) / sum(weights)))]
-    return Scene(
-        video_id=video_id(index), index=index, cls=cls, hard=hard, event=event,
-        width=config.width, height=config.height, fps=config.fps, seconds=config.seconds,
-        objects=tuple(objects), background=background,
-        bg_colours=(_bg_colour(rng), _bg_colour(rng)), bg_angle=rng.uniform(0, 2 * math.pi),
-        bg_scale=rng.uniform(0.08, 0.3) * side, bg_seed=int(rng.integers(2**31)),
-        pan=(rng.uniform(-1, 1), rng.uniform(-1, 1)),
-        pitch=spec.pitch * (1 + rng.uniform(-config.pitch_jitter, config.pitch_jitter)),
-        snr_db=rng.uniform(*config.snr_db), noise_dbfs=rng.uniform(*config.noise_dbfs),
-        noise_tilt=rng.uniform(0.0, 1.5), audio_seed=int(rng.integers(2**31)))
+    p = np.asarray(weights) / sum(weights)
+    return _finish_scene(rng, config, index, cls, hard, event, objects,
+                         lambda: kinds[int(rng.choice(len(kinds), p=p))])
 
 
 def sample_scene(config: SynthConfig, index: int) -> Scene:
@@ -392,29 +408,14 @@ def sample_scene(config: SynthConfig, index: int) -> Scene:
     sound = _object(rng, config, cls, True, event, side)
     sound = replace(sound, notes=sample_notes(rng, spec, (float(event[0]), float(event[1]))))
     objects = [sound]
-    n = int(rng.integers(config.distractors[0], config.distractors[1] + 1))
-    with_partner = n > 0 and rng.random() < config.partner_share
-    others = [c for c in range(len(CLASSES)) if c not in (cls, partner(cls))]
-    chosen = [partner(cls)] if with_partner else []
-    chosen += [int(c) for c in rng.choice(others, size=min(n - len(chosen), len(others)),
-                                          replace=False)]
+    chosen = _distractor_classes(rng, config, cls)
     for c in chosen:
         objects.append(_object(rng, config, c, False, event, side))
     if hard:
         objects.append(_object(rng, config, cls, False, event, side))
     objects = _place(rng, config, objects)
-    order = rng.permutation(len(objects))
-    objects = [objects[i] for i in order]
-    return Scene(
-        video_id=video_id(index), index=index, cls=cls, hard=hard, event=event,
-        width=config.width, height=config.height, fps=config.fps, seconds=config.seconds,
-        objects=tuple(objects), background=BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))],
-        bg_colours=(_bg_colour(rng), _bg_colour(rng)), bg_angle=rng.uniform(0, 2 * math.pi),
-        bg_scale=rng.uniform(0.08, 0.3) * side, bg_seed=int(rng.integers(2**31)),
-        pan=(rng.uniform(-1, 1), rng.uniform(-1, 1)),
-        pitch=spec.pitch * (1 + rng.uniform(-config.pitch_jitter, config.pitch_jitter)),
-        snr_db=rng.uniform(*config.snr_db), noise_dbfs=rng.uniform(*config.noise_dbfs),
-        noise_tilt=rng.uniform(0.0, 1.5), audio_seed=int(rng.integers(2**31)))
+    return _finish_scene(rng, config, index, cls, hard, event, objects,
+                         lambda: BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))])
 
 
 @dataclass(frozen=True)
