@@ -41,7 +41,7 @@ from avstm.evaluate.metrics import FrameResult, MetricsConfig, evaluate_frame, p
 from avstm.evaluate.report import Report, aggregate, format_method_table, format_report, summarize
 from avstm.io import write_json
 from avstm.localize.boxes import maps_to_boxes
-from avstm.memnet.model import MAPS
+from avstm.memnet.model import MAPS, check_map
 
 METRICS_FORMAT = "avstm-metrics/1"
 ABLATION_FORMAT = "avstm-ablation/1"
@@ -77,8 +77,8 @@ class EvaluateConfig(PlainConfig):
     map: str | None = None  # a model's map (memnet.model.MAPS); None: the checkpoint's own
 
     def __post_init__(self):
-        if self.map is not None and self.map not in MAPS:
-            raise ValueError(f"unknown map {self.map!r}; valid: {', '.join(MAPS)}")
+        if self.map is not None:
+            check_map(self.map)
         modes = tuple(parse_binarization(m).name for m in self.modes)
         if not modes:
             raise ValueError("at least one binarisation is needed")

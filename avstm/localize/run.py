@@ -32,7 +32,7 @@ from avstm.extract.pipeline import FeatureExtractor, audio_examples, resolve_dev
 from avstm.localize.boxes import Box, maps_to_boxes_batch, upsample_map
 from avstm.localize.proposals import ProposalDetector, ground
 from avstm.memnet.checkpoint import CheckpointInfo, load_model
-from avstm.memnet.model import MAPS
+from avstm.memnet.model import check_map
 from avstm.memnet.model import STMNet
 
 BOX_METHODS = ("otsu", "rpn")
@@ -61,8 +61,8 @@ class LocalizeConfig(PlainConfig):
     map: str | None = None  # which map (memnet.model.MAPS); None: the checkpoint's own
 
     def __post_init__(self):
-        if self.map is not None and self.map not in MAPS:
-            raise ValueError(f"unknown map {self.map!r}; valid: {', '.join(MAPS)}")
+        if self.map is not None:
+            check_map(self.map)
         if self.boxes not in BOX_METHODS:
             raise ValueError(f"boxes must be one of {', '.join(BOX_METHODS)}, not {self.boxes!r}")
         if self.fps is not None and self.fps < 1:

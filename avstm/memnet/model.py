@@ -50,6 +50,16 @@ DEFAULT_MAP = "memory_scores"  # the best of MAPS on the seeded quality benchmar
 # dot-product attention (the default: the best on the seeded quality benchmark, README);
 # "learned" learns one scalar per attention, starting at 1/√C.
 ATTENTION_SCALES = ("none", "sqrt", "learned")
+
+
+def check_map(name: str, *, visual_head: bool = True) -> str:
+    """``name`` if it is one of MAPS that a network with(out) a visual head can give, else
+    ValueError naming the valid ones."""
+    if name not in MAPS:
+        raise ValueError(f"unknown map {name!r}; valid: {', '.join(MAPS)}")
+    if name == "class_cam" and not visual_head:
+        raise ValueError("map class_cam needs the visual head (train with visual_loss > 0)")
+    return name
 DEFAULT_ATTENTION_SCALE = "sqrt"
 
 
@@ -82,10 +92,7 @@ class ModelConfig(PlainConfig):
     audio_dropout: float = 0.0
 
     def __post_init__(self):
-        if self.map not in MAPS:
-            raise ValueError(f"map must be one of {tuple(MAPS)}, got {self.map!r}")
-        if self.map == "class_cam" and not self.visual_head:
-            raise ValueError("map class_cam needs the visual head (train with visual_loss > 0)")
+        check_map(self.map, visual_head=self.visual_head)
         if self.attention_scale not in ATTENTION_SCALES:
             raise ValueError(f"attention_scale must be one of {ATTENTION_SCALES}, "
                              f"got {self.attention_scale!r}")
@@ -288,8 +295,6 @@ class STMNet(nn.Module):
         logits = self.classifier(torch.cat([pooled_av, query], dim=1))  # O: (N, 2C)
         visual_logits = self.visual_classifier(pooled_av) if self.visual_classifier is not None else None
         if map_name == "class_cam":
-            if self.visual_classifier is None:
-                raise ValueError("map class_cam needs the visual head (train with visual_loss > 0)")
             cls = logits[:, :-1].argmax(dim=-1)  # predicted event class, background excluded: (N,)
             weight = self.visual_classifier.weight[cls]  # w_c: (N, C)
             maps = torch.einsum("nchw,nc->nhw", x_v, weight.to(x_v.dtype))  # (N, 8, 8)
@@ -329,10 +334,8 @@ class STMNet(nn.Module):
                          visual=x_v, audio_query=x_a.mean(dim=(3, 4)))
 
     def _map_name(self, map: str | None) -> str:
-        name = self.config.map if map is None else map
-        if name not in MAPS:
-            raise ValueError(f"unknown map {name!r}; valid: {', '.join(MAPS)}")
-        return name
+        return check_map(self.config.map if map is None else map,
+                         visual_head=self.visual_classifier is not None)
 
     def init_state(self, batch_size: int) -> StreamState:
         """Empty ring buffers of the last K steps for ``step``, on the model's device.

@@ -82,13 +82,10 @@ class SynthConfig(PlainConfig):
         """Rebuild from ``to_dict`` output; unknown keys are an error. A field missing from
         ``d`` takes its ``LEGACY`` value where it has one (a dataset written before the
         field existed), else its default."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ConfigMismatch(f"SynthConfig: unknown fields {', '.join(unknown)}")
-        kwargs = {k: (tuple(v) if isinstance(v, list) else v)
-                  for k, v in {**cls.LEGACY, **d}.items()}
-        return cls(**kwargs)
+        return super().from_dict(d)
 
     def content_differences(self, other: "SynthConfig") -> list[str]:
         """Names of the fields, other than ``videos``, in which the two configs differ: the
