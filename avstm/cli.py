@@ -286,6 +286,9 @@ def _localize_default(name):
               help="Boxes kept per frame, best first (0: all).")
 @click.option("--save-maps", is_flag=True, help="Also write the raw 8×8 maps as maps.npz.")
 @click.option("--no-overlay", is_flag=True, help="Do not write overlay.mp4.")
+@click.option("--frames", "frames_dir", type=click.Path(path_type=Path), default=None,
+              help="Also write each sampled frame's overlay as a PNG into this folder.")
+@click.option("--colorbar", is_flag=True, help="Draw the heatmap's colour bar on the overlay.")
 @click.option("--visual-weights", default=None, help="Visual backbone weights file replacing the checkpoint's (same checksum).")
 @click.option("--audio-weights", default=None, help="VGGish weights file replacing the checkpoint's (same checksum).")
 @click.option("--device", default=_localize_default("device"), show_default=True, help="auto, cpu, cuda, cuda:1, ...")
@@ -294,9 +297,10 @@ def _localize_default(name):
 @click.option("--batch-size", type=int, default=_localize_default("batch_size"), show_default=True,
               help="Frames per backbone batch.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def localize_command(video, features, video_id, checkpoint, out, save_maps, no_overlay, quiet, **options):
+def localize_command(video, features, video_id, checkpoint, out, save_maps, no_overlay, frames_dir,
+                     colorbar, quiet, **options):
     """Localize the sounding objects of a video: boxes.json, overlay.mp4 (and maps.npz) in OUT."""
-    from avstm.localize.run import load_localize_model, localize, localize_cached, write_result
+    from avstm.localize.run import load_localize_model, localize_cached, localize_to, write_result
 
     if (video is None) == (features is None):
         raise click.UsageError("give either --video or --features with --id")
@@ -306,11 +310,13 @@ def localize_command(video, features, video_id, checkpoint, out, save_maps, no_o
         options["max_boxes"] = None
     config = make_config(LocalizeConfig, **options)
     model = load_localize_model(checkpoint, config=config, backbones=video is not None)
+    products = dict(overlay=not no_overlay, save_maps=save_maps, frames_dir=frames_dir,
+                    show_colorbar=colorbar, progress=not quiet)
     if video is not None:
-        result = localize(model, video, config=config, video_id=video_id, progress=not quiet)
+        result, written = localize_to(model, video, out, config=config, video_id=video_id, **products)
     else:
         result = localize_cached(model, features, video_id, config=config, progress=not quiet)
-    written = write_result(result, out, overlay=not no_overlay, save_maps=save_maps, progress=not quiet)
+        written = write_result(result, out, **products)
     for line in result.warnings:
         click.echo(f"avstm: warning: {line}", err=True)
     n = len(result.frames)
