@@ -265,6 +265,9 @@ def _localize_default(name):
 
 @cli.command("localize")
 @click.option("--video", type=click.Path(path_type=Path), help="The video to localize (any file FFmpeg reads).")
+@click.option("--videos", type=click.Path(path_type=Path),
+              help="Instead of --video: a folder of videos or a text file of paths; OUT gets a folder "
+                   "per video and summary.csv (resumable).")
 @click.option("--features", type=click.Path(path_type=Path),
               help="Instead of --video: a feature cache holding the video (with --id); no backbones run.")
 @click.option("--id", "video_id", help="The video's id in --features; with --video, the id used in maps.npz (default: file stem).")
@@ -296,22 +299,37 @@ def _localize_default(name):
               help="Which map to localize from [default: the checkpoint's].")
 @click.option("--batch-size", type=int, default=_localize_default("batch_size"), show_default=True,
               help="Frames per backbone batch.")
+@click.option("--strict", is_flag=True, help="With --videos: exit with status 1 when any video fails.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def localize_command(video, features, video_id, checkpoint, out, save_maps, no_overlay, frames_dir,
-                     colorbar, quiet, **options):
+def localize_command(video, videos, features, video_id, checkpoint, out, save_maps, no_overlay, frames_dir,
+                     colorbar, strict, quiet, **options):
     """Localize the sounding objects of a video: boxes.json, overlay.mp4 (and maps.npz) in OUT."""
-    from avstm.localize.run import load_localize_model, localize_cached, localize_to, write_result
+    from avstm.localize.run import (fps_warnings, load_localize_model, localize_cached, localize_to,
+                                    write_result)
 
-    if (video is None) == (features is None):
-        raise click.UsageError("give either --video or --features with --id")
+    if sum(x is not None for x in (video, videos, features)) != 1:
+        raise click.UsageError("give one of --video, --videos or --features with --id")
     if features is not None and not video_id:
         raise click.UsageError("--features needs --id")
     if options["max_boxes"] == 0:
         options["max_boxes"] = None
     config = make_config(LocalizeConfig, **options)
-    model = load_localize_model(checkpoint, config=config, backbones=video is not None)
+    model = load_localize_model(checkpoint, config=config, backbones=features is None)
     products = dict(overlay=not no_overlay, save_maps=save_maps, frames_dir=frames_dir,
                     show_colorbar=colorbar, progress=not quiet)
+    if videos is not None:
+        from avstm.localize.folder import list_videos, localize_folder
+
+        for line in fps_warnings(model, config):
+            click.echo(f"avstm: warning: {line}", err=True)
+        res = localize_folder(model, list_videos(videos), out, config=config, **products)
+        for row in res.failed:
+            click.echo(f"avstm: failed: {row['error']}", err=True)
+        click.echo(f"{res.summary}: {len(res.rows)} videos ({res.done} done, {res.kept} kept, "
+                   f"{len(res.failed)} failed)" + (f"; {res.failures}" if res.failures else ""))
+        if res.failed and strict:
+            raise SystemExit(1)
+        return
     if video is not None:
         result, written = localize_to(model, video, out, config=config, video_id=video_id, **products)
     else:

@@ -211,6 +211,17 @@ class LocalizeResult:
     def num_boxes(self) -> int:
         return sum(len(f.boxes) for f in self.frames)
 
+    def event(self) -> tuple[str, float]:
+        """The video's event: the class (background included) with the highest mean
+        probability over the sampled frames, and that mean; "no audio" (1.0) without audio."""
+        if not self.has_audio:
+            return "no audio", 1.0
+        if len(self.probabilities) == 0:
+            return "background", 1.0
+        mean = self.probabilities.mean(axis=0)  # (K + 1,)
+        c = int(mean.argmax())
+        return (self.classes[c] if c < len(self.classes) else "background"), float(mean[c])
+
     @property
     def times(self) -> np.ndarray:
         """(N,) float64 sample times in seconds."""
@@ -218,6 +229,7 @@ class LocalizeResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The content of ``boxes.json``."""
+        event, probability = self.event()
         return {
             "format": RESULT_FORMAT,
             "video": {"id": self.video_id, "source": self.source, "duration": self.duration,
@@ -227,6 +239,8 @@ class LocalizeResult:
             "model": {"checkpoint": self.checkpoint, "classes": self.classes,
                       "background": len(self.classes), **self.model},
             "config": self.config.to_dict(),
+            "summary": {"event": event, "probability": probability,
+                        "sounding_seconds": self.sounding_seconds, "boxes": self.num_boxes},
             # overlay.mp4: every source frame shows the nearest sample's map and boxes ("held")
             "overlay": self.overlay,
             "warnings": list(self.warnings),
