@@ -128,7 +128,7 @@ def _write_table(out: Path, rows: list[dict[str, Any]]) -> tuple[Path, Path | No
 
 
 def _clear_temporaries(folder: Path) -> None:
-    """Remove what a killed run left half-written in a video's folder (``*.tmp-<pid>``)."""
+    """Remove what a killed run left half-written in a folder (``*.tmp-<pid>``)."""
     if folder.is_dir():
         for p in folder.glob("*.tmp-*"):
             p.unlink(missing_ok=True)
@@ -144,6 +144,7 @@ def localize_folder(model: LocalizeModel, videos: list[Path], out_dir: str | os.
     ``on_video`` is called with each summary row as it is settled. Returns the rows."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _clear_temporaries(out)
     rows: list[dict[str, Any]] = []
     summary, failures = out / "summary.csv", None
     todo = []
