@@ -17,24 +17,11 @@ from click.testing import CliRunner
 
 from avstm.cli import cli
 from avstm.errors import AnnotationError
-from avstm.extract.config import ExtractConfig
-from avstm.extract.pipeline import FeatureExtractor
 from avstm.localize import run as localize_run
 from avstm.localize.folder import list_videos
-from avstm.memnet.checkpoint import save_checkpoint
-from avstm.memnet.model import ModelConfig, STMNet
-from clips import write_clip
+from clips import tiny_checkpoint, write_clip
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_checkpoint(path: Path) -> Path:
-    """An untrained STMNet behind random-init EfficientNet-Lite0 + VGGish (no downloads)."""
-    ex = FeatureExtractor(ExtractConfig(visual_backbone="efficientnet_lite0", visual_weights="random",
-                                        audio_weights="random", device="cpu"))
-    net = STMNet(ModelConfig(visual_channels=ex.config.visual_channels, num_classes=3, dim=32, hidden=32))
-    return save_checkpoint(path, net.eval(), train_config={}, classes=["beep", "hum"],
-                           extract_config=ex.config.to_dict(), epoch=0)
 
 
 def frames(n: int, seed: int) -> np.ndarray:

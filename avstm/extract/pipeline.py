@@ -32,21 +32,11 @@ from avstm.cache import CacheWriter, VideoRecord, check_unlocked, finite_max_abs
 from avstm.datasets import Dataset, VideoItem, second_labels
 from avstm.errors import HardwareDecodeError, MediaError
 from avstm.extract.backbones import VISUAL_BACKBONES, VisualBackbone, load_visual_backbone, weights_checksum
+from avstm.device import resolve_device
 from avstm.extract.config import CONTENT_FIELDS, ExtractConfig
 from avstm.extract.vggish import example_windows, load_vggish, log_mel
 
 TIMING_KEYS = ("setup", "decode", "decode_wait", "stage", "transfer", "backbone", "write", "close")
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" → cuda when present, else cpu; anything else as torch reads it. A bare "cuda"
-    under torchrun means this process's GPU, ``cuda:LOCAL_RANK``."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return device
 
 
 @dataclasses.dataclass
@@ -244,7 +234,7 @@ def decode_device(config: ExtractConfig) -> str | None:
     A bare "cuda" under torchrun is this rank's GPU."""
     if config.decode_device == "cpu":
         return None
-    return str(resolve_device(config.decode_device))
+    return str(resolve_device(config.decode_device, option="--decode-device"))
 
 
 def decode_loader(items: list[VideoItem], config: ExtractConfig, *, start_method: str | None = None

@@ -83,8 +83,9 @@ class LocalizeConfig(PlainConfig):
             raise ValueError(f"min_area is a fraction of the frame in [0, 1], got {self.min_area}")
         if self.max_boxes is not None and self.max_boxes < 1:
             raise ValueError(f"max_boxes must be at least 1, got {self.max_boxes}")
-        if self.batch_size < 1 or self.detector_min_size < 1:
-            raise ValueError("batch_size and detector_min_size must be at least 1")
+        for name in ("batch_size", "detector_min_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
 

@@ -73,15 +73,30 @@ def save_checkpoint(path: str | os.PathLike, model: STMNet, *, train_config: dic
     return Path(path)
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"  # the first bytes of an HDF5 file (a feature cache)
+
+
 def read_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> dict:
     """The raw checkpoint dict (see the module docstring), checked for its format."""
     path = Path(path)
+    if path.is_dir():
+        hint = next((f"; did you mean {path / n}?" for n in ("best.pt", "last.pt")
+                     if (path / n).is_file()), " (give a run's best.pt or last.pt)")
+        raise CheckpointError(f"{path}: a folder, not a checkpoint{hint}")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head == HDF5_SIGNATURE:
+        raise CheckpointError(f"{path}: an HDF5 feature cache, not a checkpoint (give a run's "
+                              f"best.pt or last.pt; the cache goes to --features)")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # torch raises pickle, zip and runtime errors alike
-        first = (str(e).strip().splitlines() or [""])[0][:160]  # torch's text runs over many lines
+        # torch's text runs over many lines: its first line, cut at a word
+        first = (str(e).strip().splitlines() or [""])[0]
+        if len(first) > 120:
+            first = first[:120].rsplit(" ", 1)[0] + " …"
         raise CheckpointError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {first})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an avstm checkpoint (expected format {FORMAT})")
