@@ -232,9 +232,10 @@ def _as_is(d: Decoded) -> Decoded:
 def decode_device(config: ExtractConfig) -> str | None:
     """The hardware decoder of ``config`` for ``media.decode`` ("cuda:N"), or None (software).
     A bare "cuda" under torchrun is this rank's GPU."""
-    if config.decode_device == "cpu":
+    index = media.decode_device_index(config.decode_device)
+    if index is None:
         return None
-    return str(resolve_device(config.decode_device, option="--decode-device"))
+    return f"cuda:{index or os.environ.get('LOCAL_RANK', '0')}"  # FFmpeg's NVDEC, not torch's
 
 
 def decode_loader(items: list[VideoItem], config: ExtractConfig, *, start_method: str | None = None
