@@ -89,11 +89,15 @@ class LocalizeConfig(PlainConfig):
 
 
 
+# LocalizeConfig fields fixed when a model is loaded (LocalizeModel.localize cannot change them)
+LOAD_FIELDS = ("device", "visual_weights", "audio_weights", "map")
+
+
 @dataclasses.dataclass
 class LocalizeModel:
-    """A trained STM network with the frozen backbones it was trained behind.
-
-    ``extractor`` is None when the model was loaded for cached features only.
+    """A trained STM network with the frozen backbones it was trained behind (what
+    ``avstm.load`` returns). ``extractor`` is None when the model was loaded for cached
+    features only; ``config`` is the LocalizeConfig it was loaded with.
     """
 
     net: STMNet
@@ -101,10 +105,29 @@ class LocalizeModel:
     checkpoint: str
     device: torch.device
     extractor: FeatureExtractor | None = None
+    config: LocalizeConfig = LocalizeConfig()
 
     @property
     def classes(self) -> list[str]:
         return self.info.classes
+
+    def localize(self, video: str | os.PathLike, *, out: str | os.PathLike | None = None,
+                 overlay: bool = True, save_maps: bool = False, progress: bool = False,
+                 **options) -> "LocalizeResult":
+        """Localize one video file; ``options`` override fields of the loading config (fps,
+        boxes, min_area, max_boxes, batch_size, ...; not those of ``LOAD_FIELDS``). With
+        ``out``, also write the folder ``avstm localize`` writes (boxes.json, overlay.mp4,
+        maps.npz with ``save_maps``). Returns the result: ``maps`` (N, 8, 8), ``boxes``
+        (B, 6), ``class_ids`` (N,), ``probabilities`` (N, K + 1), ``times`` (N,)."""
+        fixed = sorted(set(options) & set(LOAD_FIELDS))
+        if fixed:
+            raise ValueError(f"{', '.join(fixed)} are chosen when the model is loaded "
+                             f"(avstm.load(..., {fixed[0]}=...))")
+        config = self.config.replace(**options)
+        if out is None:
+            return localize(self, video, config=config, progress=progress)
+        return localize_to(self, video, out, config=config, overlay=overlay, save_maps=save_maps,
+                           progress=progress)[0]
 
 
 def _check_checksums(path: str, stored: dict, rebuilt: ExtractConfig) -> None:
@@ -128,7 +151,7 @@ def load_localize_model(checkpoint: str | os.PathLike, *, config: LocalizeConfig
     """
     device = resolve_device(config.device)
     net, info = load_model(checkpoint, device=device, map=config.map)
-    model = LocalizeModel(net=net, info=info, checkpoint=str(checkpoint), device=device)
+    model = LocalizeModel(net=net, info=info, checkpoint=str(checkpoint), device=device, config=config)
     if not backbones:
         return model
     stored = info.extract_config
@@ -227,6 +250,18 @@ class LocalizeResult:
     def times(self) -> np.ndarray:
         """(N,) float64 sample times in seconds."""
         return np.array([f.time for f in self.frames], dtype=np.float64)
+
+    @property
+    def class_ids(self) -> np.ndarray:
+        """(N,) int64 event class per frame, index into ``classes``; len(classes): background."""
+        return np.array([f.class_index for f in self.frames], dtype=np.int64)
+
+    @property
+    def boxes(self) -> np.ndarray:
+        """(B, 6) float32 every box: frame index, x1, y1, x2, y2 (frame pixels, x2/y2
+        exclusive), score in [0, 1]; best first within a frame."""
+        rows = [(i, *b.xyxy, b.score) for i, f in enumerate(self.frames) for b in f.boxes]
+        return np.array(rows, dtype=np.float32).reshape(-1, 6)
 
     def to_dict(self) -> dict[str, Any]:
         """The content of ``boxes.json``."""
