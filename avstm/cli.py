@@ -482,8 +482,11 @@ def evaluate_command(annotations, checkpoint, features, maps, ablation, out, gro
             out = annotations.parent / f"eval-{config.baseline}"
     result = evaluate(annotations, checkpoint=ckpt, features=features, maps=maps, config=config,
                       out_dir=out, groups=groups, progress=not quiet)
+    from avstm.evaluate.verdict import write_summary
+
+    words = write_summary(result, annotations, features=features, groups=groups)
     click.echo(result.summary())
-    click.echo(f"{result.metrics_path}" + (f", {result.figure_path}" if result.figure_path else ""),
+    click.echo(f"{result.metrics_path}, {words}" + (f", {result.figure_path}" if result.figure_path else ""),
                err=True)
 
 
