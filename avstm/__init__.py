@@ -20,10 +20,11 @@ from avstm.evaluate import EvaluateConfig, evaluate, evaluate_ablation, read_gro
 from avstm.extract import ExtractConfig, extract  # noqa: E402
 from avstm.localize import LocalizeConfig, load_localize_model, localize  # noqa: E402
 from avstm.memnet import ModelConfig, STMNet, TrainConfig, load_model, train  # noqa: E402
+from avstm.share import export_model  # noqa: E402
 from avstm.synth import SynthConfig, generate  # noqa: E402
 
 __all__ = ["AvstmError", "EvaluateConfig", "ExtractConfig", "FeatureCache", "LocalizeConfig",
            "ModelConfig", "STMNet", "SynthConfig", "TrainConfig", "__version__", "evaluate",
-           "evaluate_ablation", "extract", "generate", "load", "load_localize_model", "load_model",
+           "evaluate_ablation", "export_model", "extract", "generate", "load", "load_localize_model", "load_model",
            "localize", "merge_caches", "read_ave", "read_folder", "read_ground_truth", "train",
            "verify_cache"]

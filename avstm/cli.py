@@ -328,7 +328,9 @@ def _localize_default(name):
 @click.option("--features", type=click.Path(path_type=Path),
               help="Instead of --video: a feature cache holding the video (with --id); no backbones run.")
 @click.option("--id", "video_id", help="The video's id in --features; with --video, the id used in maps.npz (default: file stem).")
-@click.option("--checkpoint", type=click.Path(path_type=Path), required=True, help="A trained model (avstm train).")
+@click.option("--checkpoint", required=True,
+              help="A trained model: a run's best.pt, a package of avstm export, or a URL of either (with --sha256).")
+@click.option("--sha256", default=None, help="The SHA-256 of --checkpoint (needed for a URL).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, callback=_folder_out,
               help="Folder for boxes.json, overlay.mp4 and maps.npz (with --videos: a folder per video).")
 @click.option("--fps", type=int, default=None, help="Frames per second sampled [default: the checkpoint's extract fps].")
@@ -358,8 +360,8 @@ def _localize_default(name):
               help="Frames per backbone batch.")
 @click.option("--strict", is_flag=True, help="With --videos: exit with status 1 when any video fails.")
 @quiet_option
-def localize_command(video, videos, features, video_id, checkpoint, out, save_maps, no_overlay, frames_dir,
-                     colorbar, strict, quiet, **options):
+def localize_command(video, videos, features, video_id, checkpoint, sha256, out, save_maps, no_overlay,
+                     frames_dir, colorbar, strict, quiet, **options):
     """Localize the sounding objects of a video or a folder of videos: boxes.json, overlay.mp4 in OUT."""
     from avstm.localize.run import (fps_warnings, load_localize_model, localize_cached, localize_to,
                                     write_result)
@@ -371,7 +373,10 @@ def localize_command(video, videos, features, video_id, checkpoint, out, save_ma
     if options["max_boxes"] == 0:
         options["max_boxes"] = None
     config = make_config(LocalizeConfig, **options)
-    model = load_localize_model(checkpoint, config=config, backbones=features is None)
+    from avstm.share import local_checkpoint
+
+    model = load_localize_model(local_checkpoint(checkpoint, sha256=sha256), config=config,
+                                backbones=features is None)
     products = dict(overlay=not no_overlay, save_maps=save_maps, frames_dir=frames_dir,
                     show_colorbar=colorbar, progress=not quiet)
     if videos is not None:
@@ -403,6 +408,25 @@ def localize_command(video, videos, features, video_id, checkpoint, out, save_ma
         click.echo("  s/frame: " + ", ".join(f"{k} {t.get(k, 0.0) / n:.4f}"
                                              for k in ("decode", "backbones", "memnet", "boxes", "overlay")),
                    err=True)
+
+
+@cli.command("export")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path), callback=_file_out)
+@click.option("--evaluation", type=click.Path(path_type=Path), default=None,
+              help="A summary.txt of avstm evaluate for the model card [default: the run's newest eval-*/summary.txt].")
+@quiet_option
+def export_command(checkpoint, out, evaluation, quiet):
+    """Package a trained model in one file to share: weights, configs, classes, model card, SHA-256.
+
+    Writes OUT (e.g. model.avstm) and OUT.sha256; avstm.load and localize --checkpoint read it,
+    from a path or a URL with --sha256.
+    """
+    from avstm.share import export_model
+
+    done = export_model(checkpoint, out, evaluation=evaluation)
+    if not quiet:
+        click.echo(f"{done.path}: sha256 {done.sha256} ({done.checksum_file})")
 
 
 def _evaluate_default(name):
