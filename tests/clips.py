@@ -38,6 +38,12 @@ def read_index(frame: np.ndarray) -> int:
     return sum(1 << b for b, on in enumerate(bits) if on)
 
 
+def tone(seconds: float, hz: float, sample_rate: int = 16000) -> np.ndarray:
+    """(M,) float32 sine of amplitude 0.3."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    return (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
 def write_clip(path, frames: np.ndarray | None = None, *, fps: float = 24, seconds: float | None = None,
                audio: np.ndarray | None = None, sample_rate: int = 16000, layout: str = "mono",
                codec: str = "libx264", pix_fmt: str = "yuv420p", audio_stream: bool = True,

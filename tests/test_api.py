@@ -15,7 +15,7 @@ from avstm.datasets import Dataset, VideoItem
 from avstm.extract.config import ExtractConfig
 from avstm.extract.pipeline import extract
 from avstm.localize.run import LocalizeConfig, load_localize_model, localize
-from clips import write_clip
+from clips import tone, write_clip
 
 CLASSES = ["beep", "hum"]
 
@@ -25,11 +25,6 @@ def scene(n: int, colour, seed: int) -> np.ndarray:
     frames = rng.integers(0, 60, size=(n, 96, 128, 3), dtype=np.uint8)
     frames[:, 30:70, 40:90] = colour
     return frames
-
-
-def tone(seconds: float, hz: float) -> np.ndarray:
-    t = np.arange(int(seconds * 16000)) / 16000
-    return (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

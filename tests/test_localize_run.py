@@ -24,7 +24,7 @@ from avstm.localize import (LocalizeConfig, load_localize_model, localize, local
 from avstm.memnet.checkpoint import read_checkpoint, save_checkpoint
 from avstm.memnet.model import ModelConfig, STMNet
 from avstm.memnet.train import TrainConfig
-from clips import write_clip
+from clips import tone as _tone, write_clip
 
 W, H = 160, 120
 CLASSES = ["beep", "hum"]
@@ -38,11 +38,6 @@ def _scene_frames(n: int, seed: int) -> np.ndarray:
         x = 10 + (i * 3) % (W - 50)
         frames[i, 40:80, x:x + 40] = (230, 60, 40)
     return frames
-
-
-def _tone(seconds: float, hz: float) -> np.ndarray:
-    t = np.arange(int(seconds * 16000)) / 16000
-    return (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
