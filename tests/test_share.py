@@ -20,11 +20,10 @@ from clips import tiny_checkpoint, write_clip
 
 @pytest.fixture(autouse=True)
 def hub(tmp_path, monkeypatch):
-    """A torch hub cache of the test's own."""
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    yield tmp_path / "hub"
-    torch.hub.set_dir(old)
+    """A torch hub cache of the test's own ($TORCH_HOME/hub)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    assert torch.hub.get_dir() == str(tmp_path / "torch" / "hub")
+    return tmp_path / "torch" / "hub"
 
 
 @pytest.fixture(scope="module")
