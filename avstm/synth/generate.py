@@ -57,14 +57,42 @@ class SynthResult:
     seconds: float  # wall-clock time of the run
 
 
-def split_of(config: SynthConfig, index: int) -> str:
-    """Deterministic split of video ``index``: within each block of SPLIT_BLOCK indices a
-    seeded permutation gives exactly the configured shares (rounded)."""
+def _block_split(config: SynthConfig, index: int) -> int:
     counts = [int(round(s * SPLIT_BLOCK)) for s in config.split_shares]
     counts[0] = SPLIT_BLOCK - counts[1] - counts[2]
     labels = np.repeat(np.arange(3), counts)
     perm = np.random.default_rng([config.seed, index // SPLIT_BLOCK, 13]).permutation(labels)
-    return SPLITS[int(perm[index % SPLIT_BLOCK])]
+    return int(perm[index % SPLIT_BLOCK])
+
+
+def small_dataset_splits(config: SynthConfig) -> dict[int, int]:
+    """Index → split moves that give every split with a positive share a video in a dataset
+    that ends inside the first block (empty when none is needed: ``config.videos`` at or past
+    the first index where every split has appeared, at most SPLIT_BLOCK).
+
+    For each missing split (val, then test) the last video of the most frequent split moves to
+    it. So the splits of such a small dataset can change when it is extended; a dataset of
+    SPLIT_BLOCK videos or more never depends on its size.
+    """
+    n = min(config.videos, SPLIT_BLOCK)
+    splits = [_block_split(config, i) for i in range(n)]
+    moves: dict[int, int] = {}
+    for want in (1, 2, 0):
+        if config.split_shares[want] <= 0 or want in splits:
+            continue
+        most = max(set(splits), key=lambda k: (splits.count(k), -k))
+        i = max(j for j, k in enumerate(splits) if k == most)
+        splits[i] = moves[i] = want
+    return moves
+
+
+def split_of(config: SynthConfig, index: int) -> str:
+    """Deterministic split of video ``index``: within each block of SPLIT_BLOCK indices a
+    seeded permutation gives exactly the configured shares (rounded); a dataset smaller than
+    the first index at which every split has appeared moves a few of its videos so that every
+    split holds one (``small_dataset_splits``; ``SynthConfig.videos`` is at least 3)."""
+    moved = small_dataset_splits(config).get(index) if index < SPLIT_BLOCK else None
+    return SPLITS[moved if moved is not None else _block_split(config, index)]
 
 
 def scene_boxes(scene: Scene, renderer: SceneRenderer, times: list[float]) -> list[dict]:
