@@ -41,6 +41,7 @@ import json
 import math
 import os
 import queue
+import re
 import threading
 import time
 from pathlib import Path
@@ -51,7 +52,7 @@ import numpy as np
 import torch
 
 from avstm import __version__
-from avstm.errors import CacheError, ConfigMismatch
+from avstm.errors import CacheError, ConfigMismatch, StorageError
 from avstm.io import check_free_space, check_writable, is_storage_error, storage_error, write_bytes
 
 FORMAT = "avstm-cache/1"
@@ -62,7 +63,7 @@ DATASETS = ("visual", "audio", "times", "labels")  # every complete video holds 
 PART_VIDEOS = 8
 PART_SECONDS = 10.0
 PART_BYTES = 256 * 2**20
-JOIN_MARGIN = 2**20  # bytes of free space beyond the sources' sizes that a join asks for
+JOIN_MARGIN = 64 * 2**10  # bytes of free space beyond the sources' sizes that a join asks for
 
 
 @dataclasses.dataclass
@@ -177,8 +178,9 @@ def open_cache_file(path: str | os.PathLike) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except OSError as e:  # h5py's text: "Unable to synchronously open file (truncated file: ...)"
-        reason = " ".join(str(e).split()).replace("Unable to synchronously open file ", "")
-        raise CacheError(f"{path}: not a readable HDF5 file ({reason})") from None
+        reason = " ".join(str(e).split())
+        inner = re.fullmatch(r".*?open file \((.*)\)", reason)
+        raise CacheError(f"{path}: not a readable HDF5 file ({inner.group(1) if inner else reason})") from None
 
 
 def compare_configs(stored: dict, wanted: dict, *, fields: Iterable[str] | None = None) -> list[str]:
@@ -343,7 +345,7 @@ class CacheWriter:
                 self.rejected.append((rec.id, str(e)))
             except BaseException as e:  # disk full, ...: handed to the main thread by write()/close()
                 self._abandon_part()
-                self._error = storage_error(self.parts_dir, e) if is_storage_error(e) else e
+                self._error = self._named(e)
             finally:
                 self._queue.task_done()
 
@@ -369,6 +371,13 @@ class CacheWriter:
         write_bytes(self.parts_dir / self._part_name, image)
         self._part_ids = []
         self._part_count += 1
+
+    def _named(self, e: BaseException) -> BaseException:
+        """A storage fault of a part as a StorageError naming the parts folder (a part's own
+        name, made of a time and a pid, tells the user nothing)."""
+        if isinstance(e, StorageError):
+            return StorageError(self.parts_dir, e.problem)
+        return storage_error(self.parts_dir, e) if is_storage_error(e) else e
 
     def _abandon_part(self) -> None:
         """Drop the part being built (after a failed write): its videos count as not done."""
@@ -400,8 +409,9 @@ class CacheWriter:
             self._close_part()
 
     # ---- finishing ----------------------------------------------------------------------
-    def close(self) -> None:
-        """Wait for queued writes, close the current part and join everything into ``path``.
+    def close(self, *, join: bool = True) -> None:
+        """Wait for queued writes, close the current part and join everything into ``path``
+        (``join=False``: only close the part; the next run joins).
 
         After a write error nothing is joined: the finished parts stay in ``parts/`` for the
         next run, and the error is raised."""
@@ -414,8 +424,8 @@ class CacheWriter:
                     self._close_part()
                 except BaseException as e:
                     self._abandon_part()
-                    self._error = storage_error(self.parts_dir, e) if is_storage_error(e) else e
-            if self._error is None:
+                    self._error = self._named(e)
+            if self._error is None and join:
                 self._join_parts()
         finally:
             self._unlock()
@@ -435,8 +445,10 @@ class CacheWriter:
     def __enter__(self) -> "CacheWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        # on an error the parts stay for the next run (a join could only mask it); on Ctrl-C
+        # the finished work is joined, so that the cache holds it
+        self.close(join=exc_type is None or issubclass(exc_type, KeyboardInterrupt))
 
 
 def _join(sources: list[Path], out: Path, config_json: str, classes: list[str]) -> int:

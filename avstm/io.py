@@ -121,6 +121,10 @@ def torch_load_problem(e: Exception) -> str:
     """torch.load's error as one short line for a user (torch's own text runs over several
     paragraphs and advises loading with ``weights_only=False``, which an unknown file must not be)."""
     text = " ".join(str(e).split())
+    if isinstance(e, OSError) and e.filename:
+        return f"cannot read ({e.strerror or text})"
+    if isinstance(e, OSError):  # torch's reader seeking past the end of a cut file: EINVAL
+        return f"damaged or cut short (torch's reader: {e.strerror or text})"
     if isinstance(e, pickle.UnpicklingError):
         found = re.search(r"GLOBAL ([\w.]+)", text)
         what = f"a Python object of type {found.group(1)}" if found else "a Python object"

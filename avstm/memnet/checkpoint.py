@@ -83,8 +83,6 @@ def read_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
     except Exception as e:  # torch raises pickle, zip and runtime errors alike
         raise CheckpointError(f"{path}: {torch_load_problem(e)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
