@@ -271,9 +271,13 @@ def test_train_refuses_a_cache_entry_without_its_audio(cache, tmp_path):
 
 # ---- localize --------------------------------------------------------------------------------
 
-def test_localize_to_a_read_only_disk_is_one_line(videos, checkpoint, mounts, tmp_path):
+@pytest.mark.parametrize("model", ["trained", "missing"])
+def test_localize_to_a_read_only_disk_is_one_line(videos, checkpoint, mounts, tmp_path, model):
+    """The output is checked before any work: with a missing checkpoint the error is still the
+    output's (the model is not even loaded)."""
     ro = mounts.read_only(mounts.tmpfs(tmp_path / "ro", "1m"))
-    code, _, stderr = invoke("localize", "--video", videos[0] / "v0.mp4", "--checkpoint", checkpoint,
+    ckpt = checkpoint if model == "trained" else tmp_path / "missing.pt"
+    code, _, stderr = invoke("localize", "--video", videos[0] / "v0.mp4", "--checkpoint", ckpt,
                              "--out", ro / "out", "--device", "cpu", "--quiet")
     assert (code, error_line(stderr)) == (1, f"avstm: error: {ro / 'out'}: Read-only file system")
 
