@@ -386,6 +386,7 @@ def evaluate_command(annotations, checkpoint, features, maps, ablation, out, gro
     Writes metrics.json and figure.png (or ablation.json with --ablation) into OUT.
     """
     from avstm.evaluate.run import evaluate, evaluate_ablation
+    from avstm.io import check_writable
 
     options["size"] = int(size)
     if modes:
@@ -397,6 +398,7 @@ def evaluate_command(annotations, checkpoint, features, maps, ablation, out, gro
                                    "and no --maps or --baseline")
         named = _named_checkpoints(checkpoint)
         out = out or Path(named[0][1]).parent / f"ablation-{config.split}"
+        check_writable(out)  # before any work: a read-only or full disk fails now
         result = evaluate_ablation(annotations, named, features=features, config=config,
                                    out_dir=out, groups=groups, progress=not quiet)
         click.echo(result.table)
@@ -414,6 +416,7 @@ def evaluate_command(annotations, checkpoint, features, maps, ablation, out, gro
             out = maps.parent / f"eval-{maps.stem}"
         else:
             out = annotations.parent / f"eval-{config.baseline}"
+    check_writable(out)
     result = evaluate(annotations, checkpoint=ckpt, features=features, maps=maps, config=config,
                       out_dir=out, groups=groups, progress=not quiet)
     click.echo(result.summary())

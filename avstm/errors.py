@@ -58,3 +58,6 @@ class StorageError(AvstmError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self):  # raised in a worker process (joblib, DataLoader), re-raised here
+        return type(self), (self.path, self.problem)

@@ -49,19 +49,29 @@ def human_bytes(n: float) -> str:
     raise AssertionError  # pragma: no cover
 
 
-def check_writable(folder: str | os.PathLike, *, need_bytes: int = 0, what: str = "") -> Path:
-    """Make sure ``folder`` exists and can take new files of ``need_bytes`` bytes in all, now,
-    before any work: creates it, writes and removes a probe file of PROBE_BYTES, compares the
-    free space with ``need_bytes`` (a first estimate of what the command will write; ``what``
-    says what it is for the message). Raises StorageError naming the folder; returns it.
+def _existing(folder: Path) -> Path:
+    """``folder`` or its nearest existing ancestor."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
 
-    A probe write, not ``os.access``: root passes ``access`` on a read-only mount's files and
-    on any permission bits, and only a write tells that the disk is full.
+
+def check_writable(folder: str | os.PathLike, *, need_bytes: int = 0, what: str = "") -> Path:
+    """Make sure new files of ``need_bytes`` bytes in all can be written in ``folder`` now,
+    before any work: writes and removes a probe file of PROBE_BYTES in it (or in its nearest
+    existing ancestor: a refused run leaves no empty folder behind), and compares the free space
+    with ``need_bytes`` (a first estimate of what the command will write; ``what`` says what it
+    is for the message). Raises StorageError naming ``folder``; returns it.
+
+    A probe write, not ``os.access``: root passes ``access`` on any permission bits, and only a
+    write tells that the disk is full.
     """
     folder = Path(folder)
+    where = _existing(folder)
+    if not where.is_dir():
+        raise StorageError(where, "not a folder")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".avstm-probe-")
+        fd, probe = tempfile.mkstemp(dir=where, prefix=".avstm-probe-")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(b"\0" * PROBE_BYTES)
@@ -70,10 +80,10 @@ def check_writable(folder: str | os.PathLike, *, need_bytes: int = 0, what: str 
         finally:
             os.unlink(probe)
     except OSError as e:
-        if not is_storage_error(e) and e.errno not in (errno.ENOTDIR, errno.EEXIST):
+        if not is_storage_error(e):
             raise
         raise storage_error(folder, e) from None
-    check_free_space(folder, need_bytes, what=what)
+    check_free_space(where, need_bytes, what=what)
     return folder
 
 
@@ -81,7 +91,7 @@ def check_free_space(folder: str | os.PathLike, need_bytes: int, *, what: str = 
     """StorageError naming ``folder`` when its file system has less than ``need_bytes`` free."""
     if need_bytes <= 0:
         return
-    free = shutil.disk_usage(folder).free
+    free = shutil.disk_usage(_existing(Path(folder))).free
     if free < need_bytes:
         raise StorageError(folder, f"No space left on device for {what or 'the output'}: "
                                    f"{human_bytes(free)} free, about {human_bytes(need_bytes)} needed")

@@ -27,7 +27,7 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from avstm.errors import ConfigMismatch
-from avstm.io import atomic_path, write_json
+from avstm.io import atomic_path, check_writable, write_json
 from avstm.synth.classes import CLASSES
 from avstm.synth.config import SynthConfig
 from avstm.synth.render import SceneRenderer
@@ -214,7 +214,7 @@ def generate(out_dir: str | Path, *, config: SynthConfig, workers: int = 1,
     out_dir = Path(out_dir)
     if not overwrite:
         _check_existing(out_dir, config)
-    (out_dir / "AVE").mkdir(parents=True, exist_ok=True)
+    check_writable(out_dir / "AVE")  # before any work: a read-only or full disk fails now
     _remove_stale_temporaries(out_dir / "AVE")
     write_json(out_dir / "meta.json", _meta(config, []))
     threads = 1 if workers != 1 else 0  # one encoder thread per process when parallel
