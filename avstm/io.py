@@ -146,6 +146,20 @@ def torch_load_problem(e: Exception) -> str:
     return f"not a torch file ({type(e).__name__}: {first})"
 
 
+def remove_stale_temporaries(folder: str | os.PathLike) -> None:
+    """Delete ``*.tmp-<pid>`` files left by writers that were killed (their pid is gone)."""
+    for tmp in Path(folder).glob("*.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:
+            pass
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (``atomic_path``); returns the path."""
     with atomic_path(path) as tmp:

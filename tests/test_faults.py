@@ -257,6 +257,16 @@ def test_train_on_a_disk_that_fills_up_keeps_its_last_checkpoint(cache, mounts, 
     assert read_checkpoint(run / "last.pt")["epoch"] == epoch + 1
 
 
+def test_train_removes_what_a_killed_run_left(cache, checkpoint, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(checkpoint.parent, run)
+    stale = run / "last.pt.tmp-999999999"  # a write that a killed run (a pid long gone) left
+    stale.write_bytes(b"half a checkpoint")
+    code, stdout, stderr = invoke("train", "--features", cache, "--out", run, "--resume", "--epochs", "2", *TRAIN)
+    assert code == 0, stdout + stderr
+    assert leftovers(run) == []
+
+
 def test_train_refuses_a_cache_entry_without_its_audio(cache, tmp_path):
     bad = tmp_path / "bad.h5"
     shutil.copyfile(cache, bad)

@@ -32,7 +32,7 @@ from avstm.cache import FeatureCache, compare_configs
 from avstm.config import PlainConfig
 from avstm.errors import CacheError, CheckpointError, ConfigMismatch
 from avstm.extract.config import CONTENT_FIELDS
-from avstm.io import atomic_path, check_free_space, check_writable, write_json
+from avstm.io import atomic_path, check_writable, remove_stale_temporaries, write_json
 from avstm.memnet import data
 from avstm.memnet.checkpoint import read_checkpoint, save_checkpoint
 from avstm.memnet.model import ModelConfig, STMNet
@@ -252,6 +252,7 @@ def checkpoint_bytes(model: STMNet) -> int:
 def _train(cache_path, out, config, resume, progress, on_epoch, d: _Dist, device) -> TrainResult:
     if d.rank == 0:
         check_writable(out)  # before any work: a read-only or full disk fails now
+        remove_stale_temporaries(out)  # what a killed run's atomic writes left
     with FeatureCache(cache_path) as cache:
         cache_cfg, classes = dict(cache.config), list(cache.classes)
         train_infos, val_infos = data.video_infos(cache, "train"), data.video_infos(cache, "val")
@@ -270,7 +271,7 @@ def _train(cache_path, out, config, resume, progress, on_epoch, d: _Dist, device
     torch.manual_seed(config.seed)
     model = STMNet(model_config)
     if d.rank == 0:
-        check_free_space(out, checkpoint_bytes(model), what="the checkpoints (best.pt, last.pt)")
+        check_writable(out, need_bytes=checkpoint_bytes(model), what="the checkpoints (best.pt, last.pt)")
     show = progress and d.rank == 0 and sys.stderr.isatty()
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])

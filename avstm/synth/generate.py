@@ -16,7 +16,6 @@ files are written at the end, each atomically.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from avstm.errors import ConfigMismatch
-from avstm.io import atomic_path, check_writable, write_json
+from avstm.io import atomic_path, check_writable, remove_stale_temporaries, write_json
 from avstm.synth.classes import CLASSES
 from avstm.synth.config import SynthConfig
 from avstm.synth.render import SceneRenderer
@@ -176,20 +175,6 @@ def _check_existing(out_dir: Path, config: SynthConfig) -> None:
                              " choose another output folder or overwrite")
 
 
-def _remove_stale_temporaries(folder: Path) -> None:
-    """Delete ``*.tmp-<pid>`` files left by writers that were killed (their pid is gone)."""
-    for tmp in folder.glob("*.tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
-        except PermissionError:
-            pass
-
-
 def _write_lines(path: Path, lines: list[str]) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
@@ -215,7 +200,7 @@ def generate(out_dir: str | Path, *, config: SynthConfig, workers: int = 1,
     if not overwrite:
         _check_existing(out_dir, config)
     check_writable(out_dir / "AVE")  # before any work: a read-only or full disk fails now
-    _remove_stale_temporaries(out_dir / "AVE")
+    remove_stale_temporaries(out_dir / "AVE")
     write_json(out_dir / "meta.json", _meta(config, []))
     threads = 1 if workers != 1 else 0  # one encoder thread per process when parallel
     jobs = (delayed(make_video)(out_dir, config, i, overwrite=overwrite, threads=threads)
