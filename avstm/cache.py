@@ -63,6 +63,7 @@ DATASETS = ("visual", "audio", "times", "labels")  # every complete video holds 
 PART_VIDEOS = 8
 PART_SECONDS = 10.0
 PART_BYTES = 256 * 2**20
+CORE_BLOCK = 16 * 2**20  # bytes by which an in-memory part grows (HDF5's default, 64 kB, reallocates often)
 JOIN_MARGIN = 64 * 2**10  # bytes of free space beyond the sources' sizes that a join asks for
 
 
@@ -353,7 +354,7 @@ class CacheWriter:
         self._part_name = f"part-{int(time.time() * 1000):013d}-{os.getpid()}-{self._part_count:05d}.h5"
         # in memory: HDF5 never meets the disk's errors (see the module docstring)
         self._part = h5py.File(f"{self.parts_dir / self._part_name}", "w", driver="core",
-                               backing_store=False)
+                               backing_store=False, block_size=CORE_BLOCK)
         _root_attrs(self._part, self.config_json, self.classes)
         self._part.create_group("videos")
         self._part_ids, self._part_bytes = [], 0
