@@ -16,7 +16,7 @@ and modality so that float16 never overflows (random-init ResNet-152 features re
 reader multiplies it back and returns float32.
 
 Crash safety: a writer never opens the final file for writing. Videos go into part files in
-``<out>.parts/``: a part is built in memory (HDF5's core driver) and written to disk in one go,
+``<out>.parts/``: a part is built in memory (an HDF5 file in a BytesIO) and written to disk in one go,
 atomically, when it closes, after ``PART_VIDEOS`` videos, ``PART_SECONDS`` seconds or
 ``PART_BYTES`` bytes, whichever comes first. ``close()`` joins the existing cache and the parts
 into a new file that is renamed onto ``<out>``. A killed run therefore leaves a cache that opens
@@ -37,6 +37,7 @@ import dataclasses
 import fcntl
 import glob
 import hashlib
+import io
 import json
 import math
 import os
@@ -63,7 +64,6 @@ DATASETS = ("visual", "audio", "times", "labels")  # every complete video holds 
 PART_VIDEOS = 8
 PART_SECONDS = 10.0
 PART_BYTES = 256 * 2**20
-CORE_BLOCK = 16 * 2**20  # bytes by which an in-memory part grows (HDF5's default, 64 kB, reallocates often)
 JOIN_MARGIN = 64 * 2**10  # bytes of free space beyond the sources' sizes that a join asks for
 
 
@@ -266,7 +266,8 @@ class CacheWriter:
         self.part_videos, self.part_seconds, self.part_bytes = part_videos, part_seconds, part_bytes
         self._lock_file = acquire_lock(self.path)
         self._done: set[str] = set()
-        self._part: h5py.File | None = None  # in memory (core driver) until it closes
+        self._part: h5py.File | None = None  # in memory (a BytesIO) until it closes
+        self._part_buffer: io.BytesIO | None = None
         self._part_name = ""
         self._part_ids: list[str] = []
         self._part_bytes = 0
@@ -353,8 +354,8 @@ class CacheWriter:
     def _open_part(self) -> None:
         self._part_name = f"part-{int(time.time() * 1000):013d}-{os.getpid()}-{self._part_count:05d}.h5"
         # in memory: HDF5 never meets the disk's errors (see the module docstring)
-        self._part = h5py.File(f"{self.parts_dir / self._part_name}", "w", driver="core",
-                               backing_store=False, block_size=CORE_BLOCK)
+        self._part_buffer = io.BytesIO()
+        self._part = h5py.File(self._part_buffer, "w")
         _root_attrs(self._part, self.config_json, self.classes)
         self._part.create_group("videos")
         self._part_ids, self._part_bytes = [], 0
@@ -364,12 +365,12 @@ class CacheWriter:
         """Write the part built in memory to ``parts/`` (atomically: a temporary name, renamed)."""
         if self._part is None:
             return
-        self._part.flush()
-        image = self._part.id.get_file_image()
         self._part.close()
         self._part = None
         self.parts_dir.mkdir(parents=True, exist_ok=True)
-        write_bytes(self.parts_dir / self._part_name, image)
+        # no fsync: a part must survive kills, not power cuts (the joined cache is what lasts)
+        write_bytes(self.parts_dir / self._part_name, self._part_buffer.getbuffer(), fsync=False)
+        self._part_buffer = None
         self._part_ids = []
         self._part_count += 1
 
@@ -388,6 +389,7 @@ class CacheWriter:
             except Exception:  # noqa: BLE001 - an in-memory file; nothing on disk to repair
                 pass
             self._part = None
+        self._part_buffer = None
         self._done.difference_update(self._part_ids)
         self._part_ids = []
 

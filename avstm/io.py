@@ -98,13 +98,15 @@ def check_free_space(folder: str | os.PathLike, need_bytes: int, *, what: str = 
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
     A killed or failed writer leaves the old ``path`` (or none) and at worst a ``*.tmp-<pid>``
     file (only a kill leaves it; the next run of the stage removes it), never a half-written
     ``path``. A storage fault (``STORAGE_ERRNOS``) in the block or the rename is raised as
-    StorageError naming ``path`` (or the other file the OS named).
+    StorageError naming ``path`` (or the other file the OS named). ``fsync=False`` skips
+    flushing the file to the disk before the rename: a kill cannot tear it either way (the page
+    cache outlives the process), only a power cut can.
     """
     path = Path(path)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
@@ -112,7 +114,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             yield tmp
-            if tmp.exists():
+            if fsync and tmp.exists():
                 with open(tmp, "rb+") as f:
                     os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -160,9 +162,9 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> None:
             pass
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+def write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> Path:
     """Write ``data`` to ``path`` atomically (``atomic_path``); returns the path."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, fsync=fsync) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
     return Path(path)
