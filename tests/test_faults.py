@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -36,7 +35,7 @@ from click.testing import CliRunner
 from avstm.cache import CacheWriter, FeatureCache, verify_cache
 from avstm.cli import cli
 from avstm.memnet.checkpoint import read_checkpoint
-from clips import index_frames, write_clip
+from clips import index_frames, write_audio_only, write_clip
 
 EXTRACT = ["--visual-backbone", "efficientnet_lite0", "--visual-weights", "imagenet", "--audio-weights", "random",
            "--frame-size", "64", "--fps", "2", "--device", "cpu", "--workers", "0", "--batch-size", "8", "--quiet"]
@@ -355,27 +354,9 @@ def write_damaged(path: Path) -> Path:
     return path
 
 
-def write_cover_art(path: Path, seconds: float = 3.0, rate: int = 16000) -> Path:
-    """An audio-only mp4 (an AAC tone) with a cover picture: a one-frame MJPEG stream marked
-    ``attached_pic``, as music files carry."""
-    wave = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * rate)) / rate)).astype(np.float32)[None]
-    with av.open(str(path), "w", format="mp4") as out:
-        audio = out.add_stream("aac", rate=rate, layout="mono")
-        cover = out.add_stream("mjpeg", rate=1)
-        cover.width, cover.height, cover.pix_fmt = 64, 48, "yuvj420p"
-        cover.disposition = av.stream.Disposition.attached_pic
-        picture = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 200, np.uint8), format="rgb24")
-        picture = picture.reformat(format="yuvj420p")
-        picture.pts = 0
-        for p in [*cover.encode(picture), *cover.encode(None)]:
-            out.mux(p)
-        for i in range(0, wave.shape[1], 1024):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, i:i + 1024]), format="fltp", layout="mono")
-            frame.sample_rate, frame.pts, frame.time_base = rate, i, Fraction(1, rate)
-            for p in audio.encode(frame):
-                out.mux(p)
-        for p in audio.encode(None):
-            out.mux(p)
+def write_cover_art(path: Path) -> Path:
+    """An audio-only mp4 (3 s of a tone) with a cover picture."""
+    write_audio_only(path, 3.0, cover=True)
     with av.open(str(path)) as check:  # the file is what it should be
         assert [s.type for s in check.streams] == ["audio", "video"]
         assert check.streams.video[0].disposition & av.stream.Disposition.attached_pic

@@ -30,7 +30,7 @@ import pytest
 
 from avstm import media
 from avstm.cache import FeatureCache, verify_cache
-from clips import index_frames, read_index, write_clip
+from clips import index_frames, read_index, write_audio_only, write_clip
 
 EXTRACT_OPTIONS = ["--visual-backbone", "efficientnet_lite0", "--visual-weights", "imagenet",
                    "--audio-weights", "random", "--frame-size", "64", "--fps", "2", "--device", "cpu",
@@ -78,21 +78,6 @@ def write_vfr(path: Path, pts_ms: list[int]) -> Path:
             for p in vs.encode(frame):
                 out.mux(p)
         for p in vs.encode(None):
-            out.mux(p)
-    return path
-
-
-def write_audio_only(path: Path, seconds: float = 1.0, rate: int = 16000) -> Path:
-    """An mp4 holding only an AAC tone."""
-    wave = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * rate)) / rate)).astype(np.float32)[None]
-    with av.open(str(path), "w", format="mp4") as out:
-        stream = out.add_stream("aac", rate=rate, layout="mono")
-        for i in range(0, wave.shape[1], 1024):
-            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, i:i + 1024]), format="fltp", layout="mono")
-            af.sample_rate, af.pts, af.time_base = rate, i, Fraction(1, rate)
-            for p in stream.encode(af):
-                out.mux(p)
-        for p in stream.encode(None):
             out.mux(p)
     return path
 
