@@ -223,10 +223,9 @@ def acquire_lock(path: Path):
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         fh.seek(0)
-        holder = fh.read().strip() or "?"
+        error = _held_by_another(path, fh)
         fh.close()
-        raise CacheError(f"{path}: another avstm process (pid {holder}) is writing this cache; "
-                         f"wait for it or choose another --out") from None
+        raise error from None
     fh.seek(0)
     fh.truncate()
     fh.write(str(os.getpid()))
@@ -241,8 +240,25 @@ def release_lock(fh) -> None:
 
 
 def check_unlocked(path: str | os.PathLike) -> None:
-    """Fail early (before minutes of model loading) if another process writes ``path`` now."""
-    release_lock(acquire_lock(Path(path)))
+    """Fail early (before minutes of model loading) if another process writes ``path`` now.
+    Reads the lock file only (a cache on a read-only disk can be checked)."""
+    path = Path(path)
+    try:
+        fh = open(lock_path(path), "r")
+    except FileNotFoundError:
+        return  # never written: nobody holds it
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _held_by_another(path, fh) from None
+        fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _held_by_another(path: Path, fh) -> CacheError:
+    holder = fh.read().strip() or "?"
+    return CacheError(f"{path}: another avstm process (pid {holder}) is writing this cache; "
+                      f"wait for it or choose another --out")
 
 
 class CacheWriter:

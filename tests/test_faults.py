@@ -327,6 +327,16 @@ def test_merge_on_a_disk_without_room_is_one_line_and_keeps_the_inputs(cache, mo
     assert leftovers(disk) == [] and not (disk / "all.h5").exists()
 
 
+def test_merge_reads_shards_on_a_read_only_disk(cache, mounts, tmp_path):
+    """Inputs may be read-only, with the lock files their writers left."""
+    ro = mounts.tmpfs(tmp_path / "ro", "4m")
+    shutil.copyfile(cache, ro / "shard.h5")
+    (ro / "shard.h5.lock").write_text("12345")
+    mounts.read_only(ro)
+    code, stdout, stderr = invoke("cache", "merge", ro / "shard.h5", "-o", tmp_path / "all.h5")
+    assert (code, stdout) == (0, f"{tmp_path / 'all.h5'}: {CLIPS} videos from 1 caches\n"), stderr
+
+
 @pytest.mark.parametrize("damage", ["truncated", "not_hdf5"])
 def test_merge_of_an_unreadable_input_is_one_line(cache, tmp_path, damage):
     bad = tmp_path / "bad.h5"
