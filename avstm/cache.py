@@ -16,13 +16,13 @@ and modality so that float16 never overflows (random-init ResNet-152 features re
 reader multiplies it back and returns float32.
 
 Crash safety: a writer never opens the final file for writing. Videos go into part files in
-``<out>.parts/``: a part is built in memory (an HDF5 file in a BytesIO) and written to disk in one go,
-atomically, when it closes, after ``PART_VIDEOS`` videos, ``PART_SECONDS`` seconds or
+``<out>.parts/``: a part is built in memory (an HDF5 file in a BytesIO) and written to disk in
+one go, atomically, when it closes, after ``PART_VIDEOS`` videos, ``PART_SECONDS`` seconds or
 ``PART_BYTES`` bytes, whichever comes first. ``close()`` joins the existing cache and the parts
-into a new file that is renamed onto ``<out>``. A killed run therefore leaves a cache that opens
-(the last finished one) plus the finished parts, which the next run keeps; at most the videos of
-the part being built (a few videos or seconds of work) are computed again. One writer at a time
-per output (a lock file).
+into a new file that is renamed onto ``<out>``. A killed run therefore leaves a cache that
+opens (the last finished one) plus the finished parts, which the next run keeps; at most the
+videos of the part being built (a few videos or seconds of work) are computed again. One writer
+at a time per output (a lock file).
 
 Filesystem faults: HDF5 never writes a part to the disk itself (a full disk inside HDF5 ends in
 a cascade of errors and a segmentation fault), so a part that cannot be written (read-only, no
