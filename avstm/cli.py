@@ -8,6 +8,7 @@ stderr and exit code 1; nothing else is caught here.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 import click
 
@@ -47,13 +48,25 @@ class _Group(click.Group):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except AvstmError as e:
             click.echo(f"avstm: error: {e}", err=True)
+            ctx.exit(1)
+        except OSError as e:  # a filesystem fault the library did not name (it names most)
+            click.echo(f"avstm: error: {e.filename}: {e.strerror}" if e.filename and e.strerror
+                       else f"avstm: error: {' '.join(str(e).split())}", err=True)
             ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("avstm: interrupted; finished work is kept, run again to resume", err=True)
             ctx.exit(130)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library warning (annotation counts, skipped lines) as one line, without Python's
+    source location: ``avstm: warning: <message>``."""
+    click.echo(f"avstm: warning: {' '.join(str(message).split())}", err=True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -296,6 +309,7 @@ def _localize_default(name):
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def localize_command(video, features, video_id, checkpoint, out, save_maps, no_overlay, quiet, **options):
     """Localize the sounding objects of a video: boxes.json, overlay.mp4 (and maps.npz) in OUT."""
+    from avstm.io import check_writable
     from avstm.localize.run import load_localize_model, localize, localize_cached, write_result
 
     if (video is None) == (features is None):
@@ -305,6 +319,7 @@ def localize_command(video, features, video_id, checkpoint, out, save_maps, no_o
     if options["max_boxes"] == 0:
         options["max_boxes"] = None
     config = make_config(LocalizeConfig, **options)
+    check_writable(out)  # before loading models: a read-only or full disk fails now
     model = load_localize_model(checkpoint, config=config, backbones=video is not None)
     if video is not None:
         result = localize(model, video, config=config, video_id=video_id, progress=not quiet)
@@ -371,6 +386,7 @@ def evaluate_command(annotations, checkpoint, features, maps, ablation, out, gro
     Writes metrics.json and figure.png (or ablation.json with --ablation) into OUT.
     """
     from avstm.evaluate.run import evaluate, evaluate_ablation
+    from avstm.io import check_writable
 
     options["size"] = int(size)
     if modes:
@@ -382,6 +398,7 @@ def evaluate_command(annotations, checkpoint, features, maps, ablation, out, gro
                                    "and no --maps or --baseline")
         named = _named_checkpoints(checkpoint)
         out = out or Path(named[0][1]).parent / f"ablation-{config.split}"
+        check_writable(out)  # before any work: a read-only or full disk fails now
         result = evaluate_ablation(annotations, named, features=features, config=config,
                                    out_dir=out, groups=groups, progress=not quiet)
         click.echo(result.table)
@@ -399,6 +416,7 @@ def evaluate_command(annotations, checkpoint, features, maps, ablation, out, gro
             out = maps.parent / f"eval-{maps.stem}"
         else:
             out = annotations.parent / f"eval-{config.baseline}"
+    check_writable(out)
     result = evaluate(annotations, checkpoint=ckpt, features=features, maps=maps, config=config,
                       out_dir=out, groups=groups, progress=not quiet)
     click.echo(result.summary())

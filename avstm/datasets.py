@@ -14,10 +14,10 @@ The background class (seconds outside every event) has index ``len(classes)``.
 
 Bad input, the same rules for both layouts: what makes the data ambiguous or unreadable is an
 AnnotationError naming the file and line (wrong field count, non-numeric, NaN/inf, negative or
-inverted times, an empty file, a duplicate CSV id, a split line unknown to Annotations.txt, one
-line in two split files, an unknown split, a malformed CSV); harmless oddities are kept and
-counted in one warning per file (zero-length event spans: all background; an AVE line repeated
-in the same file: kept once).
+inverted times, an empty file, a duplicate CSV id, a CSV id outside the videos folder, a split
+line unknown to Annotations.txt, one line in two split files, an unknown split, a malformed
+CSV); harmless oddities are kept and counted in one warning per file (zero-length event spans:
+all background; an AVE line repeated in the same file: kept once).
 """
 
 from __future__ import annotations
@@ -226,6 +226,8 @@ def read_folder(videos: str | os.PathLike, labels: str | os.PathLike) -> Dataset
         vid, label = row[0], row[1]
         if not vid or not label:
             raise AnnotationError(labels, "empty id or label", n)
+        if Path(vid).is_absolute() or ".." in Path(vid).parts:
+            raise AnnotationError(labels, f"id {vid!r} names a file outside {videos}", n)
         split = row[2] if len(row) in (3, 5) and row[2] else hash_split(vid)
         if split not in SPLITS:
             raise AnnotationError(labels, f"unknown split {split!r} (use one of {', '.join(SPLITS)})", n)

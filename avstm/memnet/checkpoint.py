@@ -14,6 +14,7 @@ shapes.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import torch
 
 from avstm import __version__
 from avstm.errors import CheckpointError
-from avstm.io import atomic_path
+from avstm.io import torch_load_problem, write_bytes
 from avstm.memnet.model import ModelConfig, STMNet
 
 FORMAT = "avstm-checkpoint/1"
@@ -68,9 +69,11 @@ def save_checkpoint(path: str | os.PathLike, model: STMNet, *, train_config: dic
         "optimizer": optimizer,
         "best": _plain(best) if best is not None else None,
     }
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
-    return Path(path)
+    # serialised in memory, written with plain file I/O: a full disk is then an OSError that
+    # ``write_bytes`` reports, not torch's "[enforce fail at inline_container.cc] unexpected pos"
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    return write_bytes(path, buf.getbuffer())
 
 
 def read_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> dict:
@@ -81,8 +84,7 @@ def read_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # torch raises pickle, zip and runtime errors alike
-        first = (str(e).strip().splitlines() or [""])[0][:160]  # torch's text runs over many lines
-        raise CheckpointError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {first})") from None
+        raise CheckpointError(f"{path}: {torch_load_problem(e)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an avstm checkpoint (expected format {FORMAT})")
     return ckpt
