@@ -15,6 +15,7 @@ from avstm import __version__
 from avstm.errors import AvstmError
 from avstm.demo import DemoConfig
 from avstm.evaluate.baselines import BASELINES
+from avstm.evaluate.protocols import PROTOCOLS
 from avstm.evaluate.run import EvaluateConfig
 from avstm.extract.config import ExtractConfig
 from avstm.localize.run import LocalizeConfig
@@ -350,10 +351,13 @@ def _named_checkpoints(values) -> list[tuple[str | None, str]]:
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output folder (default: beside the checkpoint, maps or annotations).")
 @click.option("--split", default=_evaluate_default("split"), show_default=True)
-@click.option("--size", type=click.Choice(["256", "224"]), default=str(_evaluate_default("size")),
-              show_default=True, help="Evaluation resolution (224 to compare with EZ-VSL/LVS).")
+@click.option("--protocol", type=click.Choice(list(PROTOCOLS)), default=_evaluate_default("protocol"),
+              show_default=True,
+              help="Rules around cIoU: avstm's, or those of EZ-VSL, LVS or DSOL's code (masks, upsampling, binarisation, consensus, AUC grid, frames without a box).")
+@click.option("--size", type=click.Choice(["256", "224"]), default=None,
+              help="Evaluation resolution [default: 256; 224 under ezvsl/lvs/dsol].")
 @click.option("--binarisation", "modes", multiple=True,
-              help="value:T, top:P, median or max:R; repeatable (default: all four).")
+              help="value:T, top:P, median or max:R; repeatable (default: all four; a reference protocol uses its own).")
 @click.option("--groups", type=click.Path(path_type=Path), default=None,
               help="JSON of per-video 'hard' flags (default: meta.json beside the annotations).")
 @click.option("--tolerance", type=float, default=None,
@@ -372,7 +376,7 @@ def evaluate_command(annotations, checkpoint, features, maps, ablation, out, gro
     """
     from avstm.evaluate.run import evaluate, evaluate_ablation
 
-    options["size"] = int(size)
+    options["size"] = int(size) if size else None
     if modes:
         options["modes"] = tuple(modes)
     config = make_config(EvaluateConfig, **options)
