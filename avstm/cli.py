@@ -367,9 +367,13 @@ def _named_checkpoints(values) -> list[tuple[str | None, str]]:
 @click.option("--map", type=click.Choice(list(MAPS)), default=None,
               help="A model's map to score [default: the checkpoint's].")
 @click.option("--device", default=_evaluate_default("device"), show_default=True)
+@click.option("--extended", is_flag=True,
+              help="Also score non-sounding pairs (background seconds, silence, noise, another video's audio): AP, max-F1, activated share; model and baselines.")
+@click.option("--confidence", type=click.Choice(["background", "map-max"]), default="background",
+              show_default=True, help="--extended: the model's confidence, 1 - p(background) or the map's maximum.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate_command(annotations, checkpoint, features, maps, ablation, out, groups, size, modes,
-                     quiet, **options):
+                     quiet, extended, confidence, **options):
     """Score localization maps (a model, a maps file or a baseline) against box annotations.
 
     Writes metrics.json and figure.png (or ablation.json with --ablation) into OUT.
@@ -388,6 +392,19 @@ def evaluate_command(annotations, checkpoint, features, maps, ablation, out, gro
         out = out or Path(named[0][1]).parent / f"ablation-{config.split}"
         result = evaluate_ablation(annotations, named, features=features, config=config,
                                    out_dir=out, groups=groups, progress=not quiet)
+        click.echo(result.table)
+        click.echo(f"{result.path}", err=True)
+        return
+    if extended:
+        from avstm.evaluate.extended import ExtendedConfig, evaluate_extended
+
+        if len(checkpoint) != 1 or features is None or maps is not None or config.baseline:
+            raise click.UsageError("--extended needs one --checkpoint and --features "
+                                   "(the baselines are scored beside it), and no --maps or --baseline")
+        out = out or Path(checkpoint[0]).parent / f"extended-{config.split}"
+        result = evaluate_extended(annotations, checkpoint=checkpoint[0], features=features,
+                                   config=config, extended=ExtendedConfig(confidence=confidence),
+                                   out_dir=out)
         click.echo(result.table)
         click.echo(f"{result.path}", err=True)
         return
