@@ -66,11 +66,17 @@ def cli():
 # ---- commands are defined below, one per stage ------------------------------------------
 
 @cli.command()
-@click.option("--dataset", type=click.Choice(["ave", "folder"]), required=True,
-              help="ave: ROOT/AVE/<id>.mp4 + Annotations.txt + split files; folder: --videos DIR + --labels CSV.")
+@click.option("--dataset", type=click.Choice(["ave", "folder", "vggss", "flickr"]), required=True,
+              help="ave: ROOT/AVE/<id>.mp4 + Annotations.txt + split files; folder: --videos DIR + --labels CSV; vggss / flickr: --videos DIR of clips named by the annotation ids + --annotations (docs/benchmarks.md).")
 @click.option("--root", type=click.Path(path_type=Path), help="AVE root (with --dataset ave).")
-@click.option("--videos", type=click.Path(path_type=Path), help="Folder of videos (with --dataset folder).")
+@click.option("--videos", type=click.Path(path_type=Path), help="Folder of videos (with --dataset folder, vggss, flickr).")
 @click.option("--labels", type=click.Path(path_type=Path), help="CSV id,label[,split][,start,end] (with --dataset folder).")
+@click.option("--annotations", type=click.Path(path_type=Path),
+              help="vggss.json (--dataset vggss) or the folder of Flickr XMLs (--dataset flickr).")
+@click.option("--ids", type=click.Path(path_type=Path),
+              help="--dataset flickr: flickr_test.csv (default: every XML of --annotations).")
+@click.option("--anchor", type=float, default=None,
+              help="vggss / flickr: time of the annotated frame in each clip, made the last step [default: 4.96 for VGG-SS, 10 for Flickr].")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="The HDF5 cache to write or resume.")
 @click.option("--visual-backbone", type=click.Choice(["resnet152", "efficientnet_lite0"]),
               default=config_default(ExtractConfig, "visual_backbone"), show_default=True)
@@ -101,7 +107,7 @@ def cli():
 @click.option("--strict/--no-strict", default=config_default(ExtractConfig, "strict"), show_default=True,
               help="Exit with status 1 when any video fails.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def extract(dataset, root, videos, labels, out, quiet, **options):
+def extract(dataset, root, videos, labels, annotations, ids, anchor, out, quiet, **options):
     """Decode videos, run the frozen backbones, write per-second maps into an HDF5 cache.
 
     Resumable: videos already in OUT are skipped; a killed run loses at most its last part.
@@ -113,6 +119,16 @@ def extract(dataset, root, videos, labels, out, quiet, **options):
         if root is None:
             raise click.UsageError("--dataset ave needs --root")
         data = read_ave(root)
+    elif dataset in ("vggss", "flickr"):
+        from avstm.datasets import (FLICKR_FRAME_TIME, VGGSS_FRAME_TIME, read_flickr_clips,
+                                    read_vggss_clips)
+
+        if videos is None or annotations is None:
+            raise click.UsageError(f"--dataset {dataset} needs --videos and --annotations")
+        if dataset == "vggss":
+            data = read_vggss_clips(videos, annotations, anchor=anchor or VGGSS_FRAME_TIME)
+        else:
+            data = read_flickr_clips(videos, annotations, ids, anchor=anchor or FLICKR_FRAME_TIME)
     else:
         if videos is None or labels is None:
             raise click.UsageError("--dataset folder needs --videos and --labels")

@@ -45,7 +45,8 @@ from avstm.config import PlainConfig
 from avstm.errors import AvstmError
 from avstm.evaluate.annotations import frame_label
 from avstm.evaluate.baselines import BASELINES, baseline_prediction
-from avstm.evaluate.inputs import check_fit, match_time, resolve_device, run_model
+from avstm.evaluate.inputs import (IMAGE_FORMATS, annotated_step, check_fit, resolve_device,
+                                   run_model)
 from avstm.evaluate.metrics import evaluate_frame
 from avstm.evaluate.protocols import get_protocol
 from avstm.io import write_json
@@ -287,7 +288,8 @@ def evaluate_extended(truth, *, checkpoint: str | os.PathLike, features: str | o
             times, maps, logits = run_model(model, cache, vid, device=device)
             matched = []
             for t, boxes in sorted(v.frames.items()):
-                i = match_time(times, t, tol)
+                i = annotated_step(times, t, tol, image=gt.format in IMAGE_FORMATS
+                                   and len(v.frames) == 1)
                 if i is None:
                     continue
                 kind = "sounding" if any(b.sounding for b in boxes) else "background"

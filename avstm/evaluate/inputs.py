@@ -85,6 +85,19 @@ def match_time(times: np.ndarray, t: float, tolerance: float) -> int | None:
     return i if d[i] <= tolerance + 1e-9 else None
 
 
+# single-image benchmarks: their one annotated frame (time 0.0) is scored on the last step or
+# map of the video (``avstm extract --dataset vggss|flickr`` puts the annotated frame there)
+IMAGE_FORMATS = ("vggss", "flickr")
+
+
+def annotated_step(times: np.ndarray, t: float, tolerance: float, *, image: bool) -> int | None:
+    """The step (index into ``times``) an annotated frame at ``t`` is scored on: the last one
+    for a single-image benchmark's frame (``image``), else ``match_time``."""
+    if image and len(times):
+        return len(times) - 1
+    return match_time(times, t, tolerance)
+
+
 # ---- groups (e.g. normal / hard videos of avstm synth) -------------------------------------
 
 

@@ -35,8 +35,9 @@ from avstm.errors import AvstmError
 from avstm.evaluate.annotations import GroundTruth, frame_label, read_ground_truth
 from avstm.evaluate.baselines import BASELINES, baseline_prediction
 from avstm.evaluate.figure import Panel, draw_figure, load_frames
-from avstm.evaluate.inputs import (MAPS_TOLERANCE, MapsFile, VideoMaps, check_fit, find_groups,
-                                   match_time, model_video, read_groups, resolve_device)
+from avstm.evaluate.inputs import (IMAGE_FORMATS, MAPS_TOLERANCE, MapsFile, VideoMaps,
+                                   annotated_step, check_fit, find_groups, model_video,
+                                   read_groups, resolve_device)
 from avstm.evaluate.metrics import FrameResult, MetricsConfig, evaluate_frame, parse_binarization
 from avstm.evaluate.protocols import BINARISE, get_protocol
 from avstm.evaluate.report import Report, aggregate, format_method_table, format_report, summarize
@@ -310,7 +311,8 @@ def _score(gt, ids, source, cache, config, mc, method, group_of, progress) -> Ev
         if tol is None:
             tol = 0.5 / cache.entry(vid).fps if cache is not None else MAPS_TOLERANCE
         for t, boxes in sorted(v.frames.items()):
-            i = 0 if vm.times is None else match_time(vm.times, t, tol)
+            i = 0 if vm.times is None else annotated_step(
+                vm.times, t, tol, image=gt.format in IMAGE_FORMATS and len(v.frames) == 1)
             if i is None:
                 unmatched += 1
                 if len(examples) < 5:
