@@ -400,6 +400,8 @@ def evaluate_command(annotations, checkpoint, features, maps, ablation, out, gro
     if modes:
         options["modes"] = tuple(modes)
     config = make_config(EvaluateConfig, **options)
+    if extended and ablation:
+        raise click.UsageError("--extended and --ablation are separate runs")
     if ablation:
         if not checkpoint or features is None or maps is not None or config.baseline:
             raise click.UsageError("--ablation needs --checkpoint (one or more) and --features, "
