@@ -43,7 +43,6 @@ import torch
 from avstm.cache import FeatureCache
 from avstm.config import PlainConfig
 from avstm.errors import AvstmError
-from avstm.evaluate.annotations import frame_label
 from avstm.evaluate.baselines import BASELINES, baseline_prediction
 from avstm.evaluate.inputs import (IMAGE_FORMATS, annotated_step, check_fit, resolve_device,
                                    run_model)
