@@ -16,6 +16,7 @@ from avstm import __version__
 from avstm.errors import AvstmError
 from avstm.demo import DemoConfig
 from avstm.evaluate.baselines import BASELINES
+from avstm.evaluate.protocols import PROTOCOLS
 from avstm.evaluate.run import EvaluateConfig
 from avstm.extract.config import ExtractConfig
 from avstm.localize.run import LocalizeConfig
@@ -78,11 +79,17 @@ def cli():
 # ---- commands are defined below, one per stage ------------------------------------------
 
 @cli.command()
-@click.option("--dataset", type=click.Choice(["ave", "folder"]), required=True,
-              help="ave: ROOT/AVE/<id>.mp4 + Annotations.txt + split files; folder: --videos DIR + --labels CSV.")
+@click.option("--dataset", type=click.Choice(["ave", "folder", "vggss", "flickr"]), required=True,
+              help="ave: ROOT/AVE/<id>.mp4 + Annotations.txt + split files; folder: --videos DIR + --labels CSV; vggss / flickr: --videos DIR of clips named by the annotation ids + --annotations (docs/benchmarks.md).")
 @click.option("--root", type=click.Path(path_type=Path), help="AVE root (with --dataset ave).")
-@click.option("--videos", type=click.Path(path_type=Path), help="Folder of videos (with --dataset folder).")
+@click.option("--videos", type=click.Path(path_type=Path), help="Folder of videos (with --dataset folder, vggss, flickr).")
 @click.option("--labels", type=click.Path(path_type=Path), help="CSV id,label[,split][,start,end] (with --dataset folder).")
+@click.option("--annotations", type=click.Path(path_type=Path),
+              help="vggss.json (--dataset vggss) or the folder of Flickr XMLs (--dataset flickr).")
+@click.option("--ids", type=click.Path(path_type=Path),
+              help="--dataset flickr: flickr_test.csv (default: every XML of --annotations).")
+@click.option("--anchor", type=float, default=None,
+              help="vggss / flickr: time of the annotated frame in each clip, made the last step [default: 4.96 for VGG-SS, 10 for Flickr].")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="The HDF5 cache to write or resume.")
 @click.option("--visual-backbone", type=click.Choice(["resnet152", "efficientnet_lite0"]),
               default=config_default(ExtractConfig, "visual_backbone"), show_default=True)
@@ -113,7 +120,7 @@ def cli():
 @click.option("--strict/--no-strict", default=config_default(ExtractConfig, "strict"), show_default=True,
               help="Exit with status 1 when any video fails.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def extract(dataset, root, videos, labels, out, quiet, **options):
+def extract(dataset, root, videos, labels, annotations, ids, anchor, out, quiet, **options):
     """Decode videos, run the frozen backbones, write per-second maps into an HDF5 cache.
 
     Resumable: videos already in OUT are skipped; a killed run loses at most its last part.
@@ -125,6 +132,16 @@ def extract(dataset, root, videos, labels, out, quiet, **options):
         if root is None:
             raise click.UsageError("--dataset ave needs --root")
         data = read_ave(root)
+    elif dataset in ("vggss", "flickr"):
+        from avstm.datasets import (FLICKR_FRAME_TIME, VGGSS_FRAME_TIME, read_flickr_clips,
+                                    read_vggss_clips)
+
+        if videos is None or annotations is None:
+            raise click.UsageError(f"--dataset {dataset} needs --videos and --annotations")
+        if dataset == "vggss":
+            data = read_vggss_clips(videos, annotations, anchor=anchor or VGGSS_FRAME_TIME)
+        else:
+            data = read_flickr_clips(videos, annotations, ids, anchor=anchor or FLICKR_FRAME_TIME)
     else:
         if videos is None or labels is None:
             raise click.UsageError("--dataset folder needs --videos and --labels")
@@ -365,10 +382,13 @@ def _named_checkpoints(values) -> list[tuple[str | None, str]]:
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output folder (default: beside the checkpoint, maps or annotations).")
 @click.option("--split", default=_evaluate_default("split"), show_default=True)
-@click.option("--size", type=click.Choice(["256", "224"]), default=str(_evaluate_default("size")),
-              show_default=True, help="Evaluation resolution (224 to compare with EZ-VSL/LVS).")
+@click.option("--protocol", type=click.Choice(list(PROTOCOLS)), default=_evaluate_default("protocol"),
+              show_default=True,
+              help="Rules around cIoU: avstm's, or those of EZ-VSL, LVS or DSOL's code (masks, upsampling, binarisation, consensus, AUC grid, frames without a box).")
+@click.option("--size", type=click.Choice(["256", "224"]), default=None,
+              help="Evaluation resolution [default: 256; 224 under ezvsl/lvs/dsol].")
 @click.option("--binarisation", "modes", multiple=True,
-              help="value:T, top:P, median or max:R; repeatable (default: all four).")
+              help="value:T, top:P, median or max:R; repeatable (default: all four; a reference protocol uses its own).")
 @click.option("--groups", type=click.Path(path_type=Path), default=None,
               help="JSON of per-video 'hard' flags (default: meta.json beside the annotations).")
 @click.option("--tolerance", type=float, default=None,
@@ -378,9 +398,13 @@ def _named_checkpoints(values) -> list[tuple[str | None, str]]:
 @click.option("--map", type=click.Choice(list(MAPS)), default=None,
               help="A model's map to score [default: the checkpoint's].")
 @click.option("--device", default=_evaluate_default("device"), show_default=True)
+@click.option("--extended", is_flag=True,
+              help="Also score non-sounding pairs (background seconds, silence, noise, another video's audio): AP, max-F1, activated share; model and baselines.")
+@click.option("--confidence", type=click.Choice(["background", "map-max"]), default="background",
+              show_default=True, help="--extended: the model's confidence, 1 - p(background) or the map's maximum.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate_command(annotations, checkpoint, features, maps, ablation, out, groups, size, modes,
-                     quiet, **options):
+                     quiet, extended, confidence, **options):
     """Score localization maps (a model, a maps file or a baseline) against box annotations.
 
     Writes metrics.json and figure.png (or ablation.json with --ablation) into OUT.
@@ -388,10 +412,12 @@ def evaluate_command(annotations, checkpoint, features, maps, ablation, out, gro
     from avstm.evaluate.run import evaluate, evaluate_ablation
     from avstm.io import check_writable
 
-    options["size"] = int(size)
+    options["size"] = int(size) if size else None
     if modes:
         options["modes"] = tuple(modes)
     config = make_config(EvaluateConfig, **options)
+    if extended and ablation:
+        raise click.UsageError("--extended and --ablation are separate runs")
     if ablation:
         if not checkpoint or features is None or maps is not None or config.baseline:
             raise click.UsageError("--ablation needs --checkpoint (one or more) and --features, "
@@ -401,6 +427,19 @@ def evaluate_command(annotations, checkpoint, features, maps, ablation, out, gro
         check_writable(out)  # before any work: a read-only or full disk fails now
         result = evaluate_ablation(annotations, named, features=features, config=config,
                                    out_dir=out, groups=groups, progress=not quiet)
+        click.echo(result.table)
+        click.echo(f"{result.path}", err=True)
+        return
+    if extended:
+        from avstm.evaluate.extended import ExtendedConfig, evaluate_extended
+
+        if len(checkpoint) != 1 or features is None or maps is not None or config.baseline:
+            raise click.UsageError("--extended needs one --checkpoint and --features "
+                                   "(the baselines are scored beside it), and no --maps or --baseline")
+        out = out or Path(checkpoint[0]).parent / f"extended-{config.split}"
+        result = evaluate_extended(annotations, checkpoint=checkpoint[0], features=features,
+                                   config=config, extended=ExtendedConfig(confidence=confidence),
+                                   out_dir=out)
         click.echo(result.table)
         click.echo(f"{result.path}", err=True)
         return

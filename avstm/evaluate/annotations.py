@@ -40,12 +40,15 @@ class AnnotationWarning(UserWarning):
 @dataclass(frozen=True)
 class Box:
     """One box: ``xyxy`` in pixels of its video's width × height; ``sounding=False`` marks a
-    silent distractor; ``annotator`` tells annotators apart (None: a single annotator)."""
+    silent distractor; ``annotator`` tells annotators apart (None: a single annotator);
+    ``normbox`` keeps a normalised (x, y, w, h) as the file wrote it (AudioSet-Instrument),
+    which DSOL's protocol rasterises from (avstm.evaluate.protocols)."""
 
     xyxy: tuple[float, float, float, float]
     sounding: bool = True
     label: str | None = None
     annotator: int | None = None
+    normbox: tuple[float, float, float, float] | None = None
 
 
 @dataclass
@@ -336,10 +339,11 @@ def read_audioset_instrument(path: str | os.PathLike, *, size: int = 256) -> Gro
             t = _num(path, sec, f"entry {key!r} second")
             boxes = []
             for j, b in enumerate(entry["bbox"]):
-                x, y, w, h = (float(c) * size for c in b["normbox"])
+                norm = tuple(float(c) for c in b["normbox"])
+                x, y, w, h = (c * size for c in norm)
                 xyxy = _clean_box((x, y, x + w, y + h), size, size, f"{key}#{j}", log)
                 if xyxy is not None:
-                    boxes.append(Box(xyxy, True, str(b.get("category"))))
+                    boxes.append(Box(xyxy, True, str(b.get("category")), normbox=norm))
         except (KeyError, TypeError, ValueError) as err:
             raise AnnotationError(path, f"entry {key!r}: malformed ({type(err).__name__}: {err})")
         if not vid:

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from avstm import media
 from avstm.cache import CacheWriter, VideoRecord, check_unlocked, finite_max_abs, lock_path, merge_caches
-from avstm.datasets import Dataset, VideoItem, second_labels
+from avstm.datasets import Dataset, VideoItem, anchored_times, second_labels
 from avstm.errors import HardwareDecodeError, MediaError
 from avstm.io import check_free_space, check_writable, human_bytes
 from avstm.extract.backbones import VISUAL_BACKBONES, VisualBackbone, load_visual_backbone, weights_checksum
@@ -221,8 +221,9 @@ class _DecodeSet(torch.utils.data.Dataset):
         item, cfg = self.items[i], self.config
         t0 = time.perf_counter()
         try:
+            wanted = None if item.anchor is None else anchored_times(item.anchor, cfg.fps).ravel()
             clip = media.decode(item.path, fps=cfg.fps, size=(cfg.frame_size, cfg.frame_size),
-                                threads=cfg.decode_threads, hwaccel=self.hwaccel)
+                                times=wanted, threads=cfg.decode_threads, hwaccel=self.hwaccel)
         except HardwareDecodeError as e:  # the machine's problem, not the video's: the run stops
             return Decoded(item, error=str(e), fatal=True)
         except MediaError as e:
