@@ -16,11 +16,19 @@ and modality so that float16 never overflows (random-init ResNet-152 features re
 reader multiplies it back and returns float32.
 
 Crash safety: a writer never opens the final file for writing. Videos go into part files in
-``<out>.parts/`` (each part written under a temporary name and renamed when closed), and
-``close()`` joins the existing cache and the parts into a new file that is renamed onto
-``<out>``. A killed run therefore leaves a cache that opens (the last finished one) plus the
-finished parts, which the next run keeps; at most the videos of the part being written are
-computed again. One writer at a time per output (a lock file).
+``<out>.parts/``: a part is built in memory (an HDF5 file in a BytesIO) and written to disk in
+one go, atomically, when it closes, after ``PART_VIDEOS`` videos, ``PART_SECONDS`` seconds or
+``PART_BYTES`` bytes, whichever comes first. ``close()`` joins the existing cache and the parts
+into a new file that is renamed onto ``<out>``. A killed run therefore leaves a cache that
+opens (the last finished one) plus the finished parts, which the next run keeps; at most the
+videos of the part being built (a few videos or seconds of work) are computed again. One writer
+at a time per output (a lock file).
+
+Filesystem faults: HDF5 never writes a part to the disk itself (a full disk inside HDF5 ends in
+a cascade of errors and a segmentation fault), so a part that cannot be written (read-only, no
+space, quota) is an ``OSError`` of plain file I/O: the part is abandoned (its videos are
+computed again next time), the closed parts are kept, and the error is raised in the main thread
+as :class:`avstm.errors.StorageError`. The join checks the free space it needs first.
 """
 
 from __future__ import annotations
@@ -29,10 +37,12 @@ import dataclasses
 import fcntl
 import glob
 import hashlib
+import io
 import json
 import math
 import os
 import queue
+import re
 import threading
 import time
 from pathlib import Path
@@ -43,10 +53,18 @@ import numpy as np
 import torch
 
 from avstm import __version__
-from avstm.errors import CacheError, ConfigMismatch
+from avstm.errors import CacheError, ConfigMismatch, StorageError
+from avstm.io import check_free_space, check_writable, is_storage_error, storage_error, write_bytes
 
 FORMAT = "avstm-cache/1"
 FP16_LIMIT = 16384.0  # stored |value| stays below this (float16 max is 65504)
+DATASETS = ("visual", "audio", "times", "labels")  # every complete video holds these
+# A part closes after this many videos, seconds or stored bytes (what a kill can cost, and the
+# memory a part takes while it is built)
+PART_VIDEOS = 8
+PART_SECONDS = 10.0
+PART_BYTES = 256 * 2**20
+JOIN_MARGIN = 64 * 2**10  # bytes of free space beyond the sources' sizes that a join asks for
 
 
 @dataclasses.dataclass
@@ -153,6 +171,19 @@ def _read_root(f: h5py.File, path) -> tuple[dict, list[str]]:
         raise CacheError(f"{path}: unreadable config or classes attribute ({e})") from None
 
 
+def open_cache_file(path: str | os.PathLike) -> h5py.File:
+    """Open an HDF5 file read-only, or CacheError in one line (missing, truncated, not HDF5)."""
+    path = Path(path)
+    if not path.exists():
+        raise CacheError(f"{path}: no such cache")
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:  # h5py's text: "Unable to synchronously open file (truncated file: ...)"
+        reason = " ".join(str(e).split())
+        inner = re.fullmatch(r".*?open file \((.*)\)", reason)
+        raise CacheError(f"{path}: not a readable HDF5 file ({inner.group(1) if inner else reason})") from None
+
+
 def compare_configs(stored: dict, wanted: dict, *, fields: Iterable[str] | None = None) -> list[str]:
     """The names of the fields whose values differ (all keys of both, or only ``fields``)."""
     keys = sorted(set(stored) | set(wanted)) if fields is None else list(fields)
@@ -192,10 +223,9 @@ def acquire_lock(path: Path):
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         fh.seek(0)
-        holder = fh.read().strip() or "?"
+        error = _held_by_another(path, fh)
         fh.close()
-        raise CacheError(f"{path}: another avstm process (pid {holder}) is writing this cache; "
-                         f"wait for it or choose another --out") from None
+        raise error from None
     fh.seek(0)
     fh.truncate()
     fh.write(str(os.getpid()))
@@ -210,8 +240,25 @@ def release_lock(fh) -> None:
 
 
 def check_unlocked(path: str | os.PathLike) -> None:
-    """Fail early (before minutes of model loading) if another process writes ``path`` now."""
-    release_lock(acquire_lock(Path(path)))
+    """Fail early (before minutes of model loading) if another process writes ``path`` now.
+    Reads the lock file only (a cache on a read-only disk can be checked)."""
+    path = Path(path)
+    try:
+        fh = open(lock_path(path), "r")
+    except FileNotFoundError:
+        return  # never written: nobody holds it
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _held_by_another(path, fh) from None
+        fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _held_by_another(path: Path, fh) -> CacheError:
+    holder = fh.read().strip() or "?"
+    return CacheError(f"{path}: another avstm process (pid {holder}) is writing this cache; "
+                      f"wait for it or choose another --out")
 
 
 class CacheWriter:
@@ -223,8 +270,8 @@ class CacheWriter:
     """
 
     def __init__(self, path: str | os.PathLike, *, config: dict, classes: list[str],
-                 content_fields: Iterable[str] | None = None, part_videos: int = 32,
-                 part_seconds: float = 60.0):
+                 content_fields: Iterable[str] | None = None, part_videos: int = PART_VIDEOS,
+                 part_seconds: float = PART_SECONDS, part_bytes: int = PART_BYTES):
         self.path = Path(path)
         self.config = dict(config)
         self.config_json = json.dumps(self.config, sort_keys=True)
@@ -232,11 +279,14 @@ class CacheWriter:
         self.dtype = str(self.config.get("dtype", "float32"))
         self.content_fields = None if content_fields is None else list(content_fields)
         self.parts_dir = self.path.with_name(self.path.name + ".parts")
-        self.part_videos, self.part_seconds = part_videos, part_seconds
+        self.part_videos, self.part_seconds, self.part_bytes = part_videos, part_seconds, part_bytes
         self._lock_file = acquire_lock(self.path)
         self._done: set[str] = set()
-        self._part: h5py.File | None = None
-        self._part_tmp: Path | None = None
+        self._part: h5py.File | None = None  # in memory (a BytesIO) until it closes
+        self._part_buffer: io.BytesIO | None = None
+        self._part_name = ""
+        self._part_ids: list[str] = []
+        self._part_bytes = 0
         self._part_count = 0
         self._part_opened = 0.0
         self._queue: queue.Queue = queue.Queue(maxsize=8)
@@ -268,12 +318,9 @@ class CacheWriter:
         for stale in self.path.parent.glob(glob.escape(self.path.name) + ".tmp-*"):
             stale.unlink()  # a join that a killed run left unfinished (we hold the lock)
         if self.path.exists():
-            try:
-                with h5py.File(self.path, "r") as f:
-                    self._check_cfg(self.path, *_read_root(f, self.path))
-                    self._done.update(i for i, _ in _complete_groups(f))
-            except OSError as e:
-                raise CacheError(f"{self.path}: exists but is not a readable HDF5 file ({e})") from None
+            with open_cache_file(self.path) as f:
+                self._check_cfg(self.path, *_read_root(f, self.path))
+                self._done.update(i for i, _ in _complete_groups(f))
         if self.parts_dir.exists():
             for p in sorted(self.parts_dir.iterdir()):
                 if p.suffix != ".h5":
@@ -315,28 +362,52 @@ class CacheWriter:
             except CacheError as e:  # this video only (non-finite data): listed, the rest goes on
                 self.rejected.append((rec.id, str(e)))
             except BaseException as e:  # disk full, ...: handed to the main thread by write()/close()
-                self._error = e
+                self._abandon_part()
+                self._error = self._named(e)
             finally:
                 self._queue.task_done()
 
     def _open_part(self) -> None:
-        self.parts_dir.mkdir(parents=True, exist_ok=True)
-        name = f"part-{int(time.time() * 1000):013d}-{os.getpid()}-{self._part_count:05d}"
-        self._part_tmp = self.parts_dir / f"{name}.h5.tmp"
-        self._part = h5py.File(self._part_tmp, "w")
+        self._part_name = f"part-{int(time.time() * 1000):013d}-{os.getpid()}-{self._part_count:05d}.h5"
+        # in memory: HDF5 never meets the disk's errors (see the module docstring)
+        self._part_buffer = io.BytesIO()
+        self._part = h5py.File(self._part_buffer, "w")
         _root_attrs(self._part, self.config_json, self.classes)
         self._part.create_group("videos")
-        self._part_videos_in = 0
+        self._part_ids, self._part_bytes = [], 0
         self._part_opened = time.monotonic()
 
     def _close_part(self) -> None:
+        """Write the part built in memory to ``parts/`` (atomically: a temporary name, renamed)."""
         if self._part is None:
             return
         self._part.close()
-        final = self._part_tmp.with_suffix("")  # drop ".tmp"
-        os.replace(self._part_tmp, final)
-        self._part, self._part_tmp = None, None
+        self._part = None
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        # no fsync: a part must survive kills, not power cuts (the joined cache is what lasts)
+        write_bytes(self.parts_dir / self._part_name, self._part_buffer.getbuffer(), fsync=False)
+        self._part_buffer = None
+        self._part_ids = []
         self._part_count += 1
+
+    def _named(self, e: BaseException) -> BaseException:
+        """A storage fault of a part as a StorageError naming the parts folder (a part's own
+        name, made of a time and a pid, tells the user nothing)."""
+        if isinstance(e, StorageError):
+            return StorageError(self.parts_dir, e.problem)
+        return storage_error(self.parts_dir, e) if is_storage_error(e) else e
+
+    def _abandon_part(self) -> None:
+        """Drop the part being built (after a failed write): its videos count as not done."""
+        if self._part is not None:
+            try:
+                self._part.close()
+            except Exception:  # noqa: BLE001 - an in-memory file; nothing on disk to repair
+                pass
+            self._part = None
+        self._part_buffer = None
+        self._done.difference_update(self._part_ids)
+        self._part_ids = []
 
     def _write_now(self, rec: VideoRecord) -> None:
         if rec.id in self._done:
@@ -350,45 +421,64 @@ class CacheWriter:
             del self._part["videos"][video_key(rec.id)]
             raise
         self._done.add(rec.id)
-        self._part_videos_in += 1
-        if (self._part_videos_in >= self.part_videos
+        self._part_ids.append(rec.id)
+        self._part_bytes += (rec.visual.size + rec.audio.size) * (2 if self.dtype == "float16" else 4)
+        if (len(self._part_ids) >= self.part_videos or self._part_bytes >= self.part_bytes
                 or time.monotonic() - self._part_opened > self.part_seconds):
             self._close_part()
 
     # ---- finishing ----------------------------------------------------------------------
-    def close(self) -> None:
-        """Wait for queued writes, close the current part and join everything into ``path``."""
+    def close(self, *, join: bool = True) -> None:
+        """Wait for queued writes, close the current part and join everything into ``path``
+        (``join=False``: only close the part; the next run joins).
+
+        After a write error nothing is joined: the finished parts stay in ``parts/`` for the
+        next run, and the error is raised."""
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
         try:
-            self._close_part()
-            parts = sorted(self.parts_dir.glob("*.h5")) if self.parts_dir.exists() else []
-            if parts or not self.path.exists():
-                sources = ([self.path] if self.path.exists() else []) + parts
-                _join(sources, self.path, self.config_json, self.classes)
-                for p in parts:
-                    p.unlink()
-                if self.parts_dir.exists() and not any(self.parts_dir.iterdir()):
-                    self.parts_dir.rmdir()
+            if self._error is None:
+                try:
+                    self._close_part()
+                except BaseException as e:
+                    self._abandon_part()
+                    self._error = self._named(e)
+            if self._error is None and join:
+                self._join_parts()
         finally:
             self._unlock()
         if self._error is not None:
             raise self._error
 
+    def _join_parts(self) -> None:
+        parts = sorted(self.parts_dir.glob("*.h5")) if self.parts_dir.exists() else []
+        if parts or not self.path.exists():
+            sources = ([self.path] if self.path.exists() else []) + parts
+            _join(sources, self.path, self.config_json, self.classes)
+            for p in parts:
+                p.unlink()
+            if self.parts_dir.exists() and not any(self.parts_dir.iterdir()):
+                self.parts_dir.rmdir()
+
     def __enter__(self) -> "CacheWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        # on an error the parts stay for the next run (a join could only mask it); on Ctrl-C
+        # the finished work is joined, so that the cache holds it
+        self.close(join=exc_type is None or issubclass(exc_type, KeyboardInterrupt))
 
 
 def _join(sources: list[Path], out: Path, config_json: str, classes: list[str]) -> int:
     """Copy the complete videos of ``sources`` into a new file renamed onto ``out``; returns the count.
 
-    Videos are copied as stored (no decoding of chunks). The first copy of an id wins.
+    Videos are copied as stored (no decoding of chunks). The first copy of an id wins. The free
+    space the copy takes (the sources' sizes) is checked first: HDF5 must not meet a full disk.
     """
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    need = sum(p.stat().st_size for p in sources) + JOIN_MARGIN
+    check_free_space(out.parent, need, what=f"joining {len(sources)} file(s) into {out.name}")
     n = 0
     try:
         with h5py.File(tmp, "w") as dst:
@@ -396,7 +486,7 @@ def _join(sources: list[Path], out: Path, config_json: str, classes: list[str]) 
             videos = dst.create_group("videos")
             seen: set[str] = set()
             for src_path in sources:
-                with h5py.File(src_path, "r") as src:
+                with open_cache_file(src_path) as src:
                     for vid, g in _complete_groups(src):
                         if vid in seen:
                             continue
@@ -404,6 +494,10 @@ def _join(sources: list[Path], out: Path, config_json: str, classes: list[str]) 
                         src.copy(g, videos, name=video_key(vid))
                         n += 1
         os.replace(tmp, out)
+    except OSError as e:
+        if is_storage_error(e):
+            raise storage_error(out, e) from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -420,6 +514,7 @@ def merge_caches(inputs: list[str | os.PathLike], out: str | os.PathLike) -> int
     inputs, out = [Path(p) for p in inputs], Path(out)
     if not inputs:
         raise CacheError("merge: no input caches")
+    check_writable(out.parent)  # the join checks the free space it needs
     lock = acquire_lock(out)
     try:
         return _merge(inputs, out)
@@ -432,9 +527,7 @@ def _merge(inputs: list[Path], out: Path) -> int:
     for p in inputs:
         if p.resolve() != out.resolve() and lock_path(p).exists():
             check_unlocked(p)  # a shard still being written would be merged half done
-        if not p.exists():
-            raise CacheError(f"{p}: no such cache")
-        with h5py.File(p, "r") as f:
+        with open_cache_file(p) as f:
             cfg, classes = _read_root(f, p)
             if ref is None:
                 ref = (p, cfg, classes, f.attrs["config"])
@@ -455,14 +548,15 @@ class FeatureCache:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        if not self.path.exists():
-            raise CacheError(f"{self.path}: no such cache")
-        try:
-            self._f = h5py.File(self.path, "r")
-        except OSError as e:
-            raise CacheError(f"{self.path}: not a readable HDF5 file ({e})") from None
+        self._f = open_cache_file(self.path)
         self.config, self.classes = _read_root(self._f, self.path)
         self._groups = dict(_complete_groups(self._f))
+        for vid, g in self._groups.items():  # a complete entry lacking a dataset is damage
+            absent = [n for n in DATASETS if not isinstance(g.get(n), h5py.Dataset)]
+            if absent:
+                self._f.close()
+                raise CacheError(f"{self.path}: video {vid!r} lacks its {', '.join(absent)} dataset(s) "
+                                 f"(a damaged cache; avstm cache verify {self.path} lists what is wrong)")
         self.fps = int(self.config.get("fps", 4))
 
     @property
@@ -551,7 +645,7 @@ def _verify_video(key: str, g, cfg: dict, classes: list[str]) -> list[str]:
     missing = [k for k in ("label", "split", "source", "duration", "visual_scale", "audio_scale") if k not in a]
     if missing:
         problems.append(f"{where}: missing attributes {', '.join(missing)}")
-    absent = [n for n in ("visual", "audio", "times", "labels") if not isinstance(g.get(n), h5py.Dataset)]
+    absent = [n for n in DATASETS if not isinstance(g.get(n), h5py.Dataset)]
     if absent:
         return problems + [f"{where}: missing datasets {', '.join(absent)}"]
     s = g["labels"].shape[0] if g["labels"].ndim == 1 else -1

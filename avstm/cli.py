@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import warnings
 from pathlib import Path
 import click
 
@@ -17,6 +18,7 @@ from avstm.device import DEVICE_HELP
 from avstm.errors import AvstmError
 from avstm.demo import DemoConfig
 from avstm.evaluate.baselines import BASELINES
+from avstm.evaluate.protocols import PROTOCOLS
 from avstm.evaluate.run import EvaluateConfig
 from avstm.extract.config import ExtractConfig
 from avstm.localize.run import LocalizeConfig
@@ -97,13 +99,25 @@ class _Group(click.Group):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except AvstmError as e:
             click.echo(f"avstm: error: {e}", err=True)
+            ctx.exit(1)
+        except OSError as e:  # a filesystem fault the library did not name (it names most)
+            click.echo(f"avstm: error: {e.filename}: {e.strerror}" if e.filename and e.strerror
+                       else f"avstm: error: {' '.join(str(e).split())}", err=True)
             ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("avstm: interrupted; finished work is kept, run again to resume", err=True)
             ctx.exit(130)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library warning (annotation counts, skipped lines) as one line, without Python's
+    source location: ``avstm: warning: <message>``."""
+    click.echo(f"avstm: warning: {' '.join(str(message).split())}", err=True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
@@ -115,11 +129,17 @@ def cli():
 # ---- commands are defined below, one per stage ------------------------------------------
 
 @cli.command()
-@click.option("--dataset", type=click.Choice(["ave", "folder"]), required=True,
-              help="ave: ROOT/AVE/<id>.mp4 + Annotations.txt + split files; folder: --videos DIR + --labels CSV.")
+@click.option("--dataset", type=click.Choice(["ave", "folder", "vggss", "flickr"]), required=True,
+              help="ave: ROOT/AVE/<id>.mp4 + Annotations.txt + split files; folder: --videos DIR + --labels CSV; vggss / flickr: --videos DIR of clips named by the annotation ids + --annotations (docs/benchmarks.md).")
 @click.option("--root", type=click.Path(path_type=Path), help="AVE root (with --dataset ave).")
-@click.option("--videos", type=click.Path(path_type=Path), help="Folder of videos (with --dataset folder).")
+@click.option("--videos", type=click.Path(path_type=Path), help="Folder of videos (with --dataset folder, vggss, flickr).")
 @click.option("--labels", type=click.Path(path_type=Path), help="CSV id,label[,split][,start,end] (with --dataset folder).")
+@click.option("--annotations", type=click.Path(path_type=Path),
+              help="vggss.json (--dataset vggss) or the folder of Flickr XMLs (--dataset flickr).")
+@click.option("--ids", type=click.Path(path_type=Path),
+              help="--dataset flickr: flickr_test.csv (default: every XML of --annotations).")
+@click.option("--anchor", type=float, default=None,
+              help="vggss / flickr: time of the annotated frame in each clip, made the last step [default: 4.96 for VGG-SS, 10 for Flickr].")
 @click.option("--out", type=click.Path(path_type=Path), required=True, callback=_file_out,
               help="The HDF5 cache to write or resume (a file: the one product).")
 @click.option("--visual-backbone", type=click.Choice(["resnet152", "efficientnet_lite0"]),
@@ -151,7 +171,7 @@ def cli():
 @click.option("--strict/--no-strict", default=config_default(ExtractConfig, "strict"), show_default=True,
               help="Exit with status 1 when any video fails.")
 @quiet_option
-def extract(dataset, root, videos, labels, out, quiet, **options):
+def extract(dataset, root, videos, labels, annotations, ids, anchor, out, quiet, **options):
     """Decode videos, run the frozen backbones, write per-second maps into an HDF5 cache.
 
     Resumable: videos already in OUT are skipped; a killed run loses at most its last part.
@@ -164,6 +184,16 @@ def extract(dataset, root, videos, labels, out, quiet, **options):
         if root is None:
             raise click.UsageError("--dataset ave needs --root")
         data = read_ave(root)
+    elif dataset in ("vggss", "flickr"):
+        from avstm.datasets import (FLICKR_FRAME_TIME, VGGSS_FRAME_TIME, read_flickr_clips,
+                                    read_vggss_clips)
+
+        if videos is None or annotations is None:
+            raise click.UsageError(f"--dataset {dataset} needs --videos and --annotations")
+        if dataset == "vggss":
+            data = read_vggss_clips(videos, annotations, anchor=anchor or VGGSS_FRAME_TIME)
+        else:
+            data = read_flickr_clips(videos, annotations, ids, anchor=anchor or FLICKR_FRAME_TIME)
     else:
         if videos is None or labels is None:
             raise click.UsageError("--dataset folder needs --videos and --labels")
@@ -363,6 +393,7 @@ def _localize_default(name):
 def localize_command(video, videos, features, video_id, checkpoint, sha256, out, save_maps, no_overlay,
                      frames_dir, colorbar, strict, quiet, **options):
     """Localize the sounding objects of a video or a folder of videos: boxes.json, overlay.mp4 in OUT."""
+    from avstm.io import check_writable
     from avstm.localize.run import (fps_warnings, load_localize_model, localize_cached, localize_to,
                                     write_result)
 
@@ -375,6 +406,7 @@ def localize_command(video, videos, features, video_id, checkpoint, sha256, out,
     config = make_config(LocalizeConfig, **options)
     from avstm.share import local_checkpoint
 
+    check_writable(out)  # before loading models: a read-only or full disk fails now
     model = load_localize_model(local_checkpoint(checkpoint, sha256=sha256), config=config,
                                 backbones=features is None)
     products = dict(overlay=not no_overlay, save_maps=save_maps, frames_dir=frames_dir,
@@ -455,10 +487,13 @@ def _named_checkpoints(values) -> list[tuple[str | None, str]]:
 @click.option("--out", type=click.Path(path_type=Path), default=None, callback=_folder_out,
               help="Output folder (default: beside the checkpoint, maps or annotations).")
 @click.option("--split", default=_evaluate_default("split"), show_default=True)
-@click.option("--size", type=click.Choice(["256", "224"]), default=str(_evaluate_default("size")),
-              show_default=True, help="Evaluation resolution (224 to compare with EZ-VSL/LVS).")
+@click.option("--protocol", type=click.Choice(list(PROTOCOLS)), default=_evaluate_default("protocol"),
+              show_default=True,
+              help="Rules around cIoU: avstm's, or those of EZ-VSL, LVS or DSOL's code (masks, upsampling, binarisation, consensus, AUC grid, frames without a box).")
+@click.option("--size", type=click.Choice(["256", "224"]), default=None,
+              help="Evaluation resolution [default: 256; 224 under ezvsl/lvs/dsol].")
 @click.option("--binarisation", "modes", multiple=True,
-              help="value:T, top:P, median or max:R; repeatable (default: all four).")
+              help="value:T, top:P, median or max:R; repeatable (default: all four; a reference protocol uses its own).")
 @click.option("--groups", type=click.Path(path_type=Path), default=None,
               help="JSON of per-video 'hard' flags (default: meta.json beside the annotations).")
 @click.option("--tolerance", type=float, default=None,
@@ -468,27 +503,48 @@ def _named_checkpoints(values) -> list[tuple[str | None, str]]:
 @click.option("--map", type=click.Choice(list(MAPS)), default=None,
               help="A model's map to score [default: the checkpoint's].")
 @device_option(_evaluate_default("device"))
+@click.option("--extended", is_flag=True,
+              help="Also score non-sounding pairs (background seconds, silence, noise, another video's audio): AP, max-F1, activated share; model and baselines.")
+@click.option("--confidence", type=click.Choice(["background", "map-max"]), default="background",
+              show_default=True, help="--extended: the model's confidence, 1 - p(background) or the map's maximum.")
 @quiet_option
 def evaluate_command(annotations, checkpoint, features, maps, ablation, out, groups, size, modes,
-                     quiet, **options):
+                     quiet, extended, confidence, **options):
     """Score localization maps (a model, a maps file or a baseline) against box annotations.
 
     Writes metrics.json and figure.png (or ablation.json with --ablation) into OUT.
     """
     from avstm.evaluate.run import evaluate, evaluate_ablation
+    from avstm.io import check_writable
 
-    options["size"] = int(size)
+    options["size"] = int(size) if size else None
     if modes:
         options["modes"] = tuple(modes)
     config = make_config(EvaluateConfig, **options)
+    if extended and ablation:
+        raise click.UsageError("--extended and --ablation are separate runs")
     if ablation:
         if not checkpoint or features is None or maps is not None or config.baseline:
             raise click.UsageError("--ablation needs --checkpoint (one or more) and --features, "
                                    "and no --maps or --baseline")
         named = _named_checkpoints(checkpoint)
         out = out or Path(named[0][1]).parent / f"ablation-{config.split}"
+        check_writable(out)  # before any work: a read-only or full disk fails now
         result = evaluate_ablation(annotations, named, features=features, config=config,
                                    out_dir=out, groups=groups, progress=not quiet)
+        click.echo(result.table)
+        click.echo(f"{result.path}", err=True)
+        return
+    if extended:
+        from avstm.evaluate.extended import ExtendedConfig, evaluate_extended
+
+        if len(checkpoint) != 1 or features is None or maps is not None or config.baseline:
+            raise click.UsageError("--extended needs one --checkpoint and --features "
+                                   "(the baselines are scored beside it), and no --maps or --baseline")
+        out = out or Path(checkpoint[0]).parent / f"extended-{config.split}"
+        result = evaluate_extended(annotations, checkpoint=checkpoint[0], features=features,
+                                   config=config, extended=ExtendedConfig(confidence=confidence),
+                                   out_dir=out)
         click.echo(result.table)
         click.echo(f"{result.path}", err=True)
         return
@@ -504,6 +560,7 @@ def evaluate_command(annotations, checkpoint, features, maps, ablation, out, gro
             out = maps.parent / f"eval-{maps.stem}"
         else:
             out = annotations.parent / f"eval-{config.baseline}"
+    check_writable(out)
     result = evaluate(annotations, checkpoint=ckpt, features=features, maps=maps, config=config,
                       out_dir=out, groups=groups, progress=not quiet)
     from avstm.evaluate.verdict import write_summary

@@ -14,10 +14,10 @@ The background class (seconds outside every event) has index ``len(classes)``.
 
 Bad input, the same rules for both layouts: what makes the data ambiguous or unreadable is an
 AnnotationError naming the file and line (wrong field count, non-numeric, NaN/inf, negative or
-inverted times, an empty file, a duplicate CSV id, a split line unknown to Annotations.txt, one
-line in two split files, an unknown split, a malformed CSV); harmless oddities are kept and
-counted in one warning per file (zero-length event spans: all background; an AVE line repeated
-in the same file: kept once).
+inverted times, an empty file, a duplicate CSV id, a CSV id outside the videos folder, a split
+line unknown to Annotations.txt, one line in two split files, an unknown split, a malformed
+CSV); harmless oddities are kept and counted in one warning per file (zero-length event spans:
+all background; an AVE line repeated in the same file: kept once).
 """
 
 from __future__ import annotations
@@ -58,6 +58,9 @@ class VideoItem:
     label: str
     split: str
     segments: tuple[tuple[float, float, str], ...]
+    # a benchmark's annotated frame time: extraction samples the steps anchor - k / fps (k >= 0,
+    # whole seconds of them) so that this frame is the last step of the memory (None: the grid)
+    anchor: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,6 +229,8 @@ def read_folder(videos: str | os.PathLike, labels: str | os.PathLike) -> Dataset
         vid, label = row[0], row[1]
         if not vid or not label:
             raise AnnotationError(labels, "empty id or label", n)
+        if Path(vid).is_absolute() or ".." in Path(vid).parts:
+            raise AnnotationError(labels, f"id {vid!r} names a file outside {videos}", n)
         split = row[2] if len(row) in (3, 5) and row[2] else hash_split(vid)
         if split not in SPLITS:
             raise AnnotationError(labels, f"unknown split {split!r} (use one of {', '.join(SPLITS)})", n)
@@ -263,3 +268,71 @@ def second_labels(item: VideoItem, num_seconds: int, classes: list[str]) -> np.n
             if start <= s + 0.5 < end:
                 labels[s] = classes.index(cat)
     return labels
+
+
+# ---- the single-image benchmarks as clips (avstm extract --dataset vggss | flickr) ----------
+
+# VGG-SS boxes are drawn on the 125th frame of the 25 fps clip (frame index 124, 4.96 s), not
+# on the exact centre (ACL-SSL's VGGSS/README.md; EZ-VSL forks read frames/<id>/125.jpg).
+VGGSS_FRAME_TIME = 124 / 25
+# Flickr-SoundNet pairs an image with 20 s of audio around it; EZ-VSL reads the middle 3 s.
+FLICKR_FRAME_TIME = 10.0
+
+
+def anchored_times(anchor: float, fps: int) -> np.ndarray:
+    """(S, fps) float64 step times ending exactly at ``anchor``: ``anchor - k / fps`` for the
+    S·fps largest k >= 0 that fit whole seconds of steps at or after time 0."""
+    n = (int(math.floor(anchor * fps + 1e-9)) + 1) // fps * fps
+    if n == 0:
+        raise ValueError(f"anchor {anchor:g} s leaves no whole second of steps before it")
+    return (anchor - np.arange(n - 1, -1, -1, dtype=np.float64) / fps).reshape(-1, fps)
+
+
+def _benchmark_clips(videos: Path, entries: list[tuple[str, str]], anchor: float,
+                     what: str) -> Dataset:
+    videos = Path(videos)
+    if not videos.is_dir():
+        raise AnnotationError(videos, "not a folder of clips")
+    items, missing = [], 0
+    for vid, label in entries:
+        path = _find_video(videos, vid)
+        if not path.exists():
+            missing += 1
+            continue
+        items.append(VideoItem(id=vid, path=str(path), label=label, split="test",
+                               segments=((0.0, math.inf, label),), anchor=anchor))
+    if not items:
+        raise AnnotationError(videos, f"none of the {len(entries)} {what} clips is in this folder "
+                              f"(named <id>.mp4 or another video extension)")
+    if missing:
+        warnings.warn(f"{videos}: {missing} of {len(entries)} {what} clips are not in the folder; "
+                      f"extracting the {len(items)} present", stacklevel=3)
+    return Dataset(items=items, classes=sorted({it.label for it in items}))
+
+
+def read_vggss_clips(videos: str | os.PathLike, annotations: str | os.PathLike, *,
+                     anchor: float = VGGSS_FRAME_TIME) -> Dataset:
+    """VGG-SS as clips: ``videos/<file>.mp4`` for the entries of ``vggss.json`` (label =
+    ``class``, split test), the annotated frame the last step (``anchor`` seconds)."""
+    from avstm.evaluate.annotations import read_vggss
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the box repairs are announced by evaluate
+        truth = read_vggss(annotations)
+    return _benchmark_clips(Path(videos), [(v, t.label or "unknown") for v, t in truth.items()],
+                            anchor, "VGG-SS")
+
+
+def read_flickr_clips(videos: str | os.PathLike, annotations: str | os.PathLike,
+                      ids=None, *, anchor: float = FLICKR_FRAME_TIME) -> Dataset:
+    """Flickr-SoundNet as clips: ``videos/<id>.mp4`` for the XMLs of ``annotations`` (or the
+    ``ids`` list / flickr_test.csv), one class "flickr", split test, the image the last step."""
+    from avstm.evaluate.annotations import read_flickr_ids
+
+    if ids is None:
+        ids = sorted(p.stem for p in Path(annotations).glob("*.xml"))
+    elif isinstance(ids, (str, os.PathLike)):
+        ids = read_flickr_ids(ids)
+    if not ids:
+        raise AnnotationError(annotations, "no Flickr XML files (<id>.xml) in this folder")
+    return _benchmark_clips(Path(videos), [(str(v), "flickr") for v in ids], anchor, "Flickr")

@@ -47,3 +47,17 @@ class CheckpointError(AvstmError):
 
 class WeightsError(AvstmError):
     """Backbone weights that cannot be found, downloaded or loaded."""
+
+
+class StorageError(AvstmError):
+    """An output that cannot be written: read-only file system, no space left, no permission,
+    quota exceeded. Raised before work starts where a check can tell, else when the write fails
+    (finished work is kept; no temporary file is left)."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self):  # raised in a worker process (joblib, DataLoader), re-raised here
+        return type(self), (self.path, self.problem)

@@ -10,7 +10,15 @@ Conventions (docs/ARCHITECTURE.md):
 - Times are seconds from the first video frame. Audio is placed on the same clock.
 - Frames carrying rotation metadata are turned upright.
 - A file without an audio stream decodes to silence (``MediaInfo.has_audio`` is False): a
-  silent video is valid input, every second of it is simply background.
+  silent video is valid input, every second of it is simply background. An audio stream that
+  exists is never replaced by silence.
+- Damaged media is an error, never silently shortened: a stream (video or audio) that decodes
+  to much less than the file declares for it (``truncation_problem``: short by more than
+  ``TRUNCATION_SLACK`` s and ``TRUNCATION_SHARE`` of it; the file's duration stands in for a
+  stream without its own) raises MediaError saying both durations. A damaged tail within
+  that slack is kept as decoded.
+- Attached pictures (cover art: a video stream with the ``attached_pic`` disposition) are not
+  the video; a file with only audio and a cover picture has no video stream.
 - ``hwaccel="cuda"`` (or ``"cuda:N"``) decodes the video on the GPU's NVDEC through FFmpeg
   (PyAV's hardware decoding); frames come back to system memory and are selected, converted and
   resized exactly as in software. A codec NVDEC lacks falls back to software decoding.
@@ -32,6 +40,8 @@ import numpy as np
 from avstm.errors import HardwareDecodeError, MediaError
 
 SAMPLE_RATE = 16000
+TRUNCATION_SLACK = 0.5  # seconds a stream may decode short of its declared duration...
+TRUNCATION_SHARE = 0.1  # ...or this share of it, whichever is larger (a damaged last GOP, AAC padding)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,11 +160,36 @@ _TEXT_FORMATS = frozenset({"tty"})
 def _streams(container, path):
     if container.format.name in _TEXT_FORMATS:
         raise MediaError(path, "a text file, not a video")
-    video = container.streams.video[0] if container.streams.video else None
+    pictures = [s for s in container.streams.video if s.disposition & av.stream.Disposition.attached_pic]
+    video = next((s for s in container.streams.video if s not in pictures), None)
     audio = container.streams.audio[0] if container.streams.audio else None
     if video is None:
-        raise MediaError(path, "no video stream")
+        raise MediaError(path, "no video stream" + (" (only an attached cover picture)" if pictures else ""))
     return video, audio
+
+
+def _declared(container, stream) -> float | None:
+    """The duration in seconds the file declares for ``stream`` (its own, else the file's)."""
+    if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None and container.duration > 0:
+        return container.duration / 1e6
+    return None
+
+
+def truncation_problem(what: str, decoded: float, declared: float | None) -> str | None:
+    """The problem of a stream that decodes to ``decoded`` s of the ``declared`` s, or None
+    when the shortfall lies within TRUNCATION_SLACK s or TRUNCATION_SHARE of it."""
+    if declared is None or declared - decoded <= max(TRUNCATION_SLACK, TRUNCATION_SHARE * declared):
+        return None
+    return (f"damaged or cut short: its {what} decodes to {decoded:.2f} s of the {declared:.2f} s "
+            f"the file declares")
+
+
+def _check_decoded(path, container, stream, what: str, decoded: float) -> None:
+    problem = truncation_problem(what, decoded, _declared(container, stream))
+    if problem is not None:
+        raise MediaError(path, problem)
 
 
 def _rotation(video) -> int:
@@ -282,6 +317,7 @@ class _AudioCollector:
         for out in self.resampler.resample(None):
             self.chunks.append(out.to_ndarray().reshape(-1))
         audio = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+        self.decoded = len(audio) / self.sample_rate  # seconds the stream itself decoded to
         offset = int(round((self.start or 0.0) * self.sample_rate))
         if offset > 0:
             audio = np.concatenate([np.zeros(offset, np.float32), audio])
@@ -344,12 +380,13 @@ def decode(path: str | os.PathLike, *, fps: int = 4, size: tuple[int, int] | Non
         except av.FFmpegError as e:
             if selector.prev is None:
                 raise MediaError(path, f"cannot decode ({_reason(e)})") from None
-            # a damaged tail: keep what decoded (a truncated download still has its start)
+            # a damaged tail: kept if within the slack, else _check_decoded raises below
         if selector.prev is None:
             raise MediaError(path, "no decodable video frame")
         native_fps = float(video.average_rate or video.guessed_rate or 0.0)
         frame_dur = 1.0 / native_fps if native_fps > 0 else 0.0
         duration = (last_t or 0.0) + frame_dur
+        _check_decoded(path, container, video, "video", duration)
         count = None if times is not None else num_seconds(duration) * fps
         for tj, rgb in selector.finish(count):
             kept_t.append(tj)
@@ -357,6 +394,8 @@ def decode(path: str | os.PathLike, *, fps: int = 4, size: tuple[int, int] | Non
         if count is not None:
             kept, kept_t = kept[:count], kept_t[:count]
         wave = collector.finish() if collector is not None else np.zeros(0, np.float32)
+        if collector is not None:
+            _check_decoded(path, container, astream, "audio", collector.decoded)
         wave = wave[:int(round(duration * SAMPLE_RATE))]  # AAC pads its last frame past the end
         if collector is None and audio:
             wave = np.zeros(int(round(duration * SAMPLE_RATE)), np.float32)
@@ -435,6 +474,7 @@ def iter_frames(path: str | os.PathLike, *, fps: int = 4, size: tuple[int, int] 
                 raise MediaError(path, f"cannot decode ({_reason(e)})") from None
         if selector.prev is None:
             raise MediaError(path, "no decodable video frame")
+        _check_decoded(path, container, video, "video", (last_t or 0.0) + frame_dur)
     seconds = num_seconds((last_t or 0.0) + frame_dur)
     rest = list(selector.finish(seconds * fps if times is None else None))
     yield from settled(rest, seconds)
@@ -488,8 +528,10 @@ def read_audio(path: str | os.PathLike, *, duration: float | None = None) -> tup
             for frame in container.decode(astream):
                 collector.push(frame, origin)
         except av.FFmpegError:
-            pass  # a damaged tail: keep what decoded
-        return collector.finish(), True
+            pass  # a damaged tail: kept if within the slack (_check_decoded)
+        wave = collector.finish()
+        _check_decoded(path, container, astream, "audio", collector.decoded)
+        return wave, True
 
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -7,6 +7,7 @@ read back exactly which source frame it got after lossy encoding.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -75,3 +76,28 @@ def tiny_checkpoint(path, classes=("beep", "hum")) -> Path:
                              dim=32, hidden=32))
     return save_checkpoint(path, net.eval(), train_config={}, classes=list(classes),
                            extract_config=ex.config.to_dict(), epoch=0)
+
+
+def write_audio_only(path, seconds: float = 1.0, rate: int = 16000, *, cover: bool = False) -> Path:
+    """An mp4 holding only an AAC tone; with ``cover``, also a cover picture (a one-frame MJPEG
+    stream marked ``attached_pic``, as music files carry)."""
+    wave = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * rate)) / rate)).astype(np.float32)[None]
+    with av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("aac", rate=rate, layout="mono")
+        if cover:
+            picture_stream = out.add_stream("mjpeg", rate=1)
+            picture_stream.width, picture_stream.height, picture_stream.pix_fmt = 64, 48, "yuvj420p"
+            picture_stream.disposition = av.stream.Disposition.attached_pic
+            picture = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 200, np.uint8), format="rgb24")
+            picture = picture.reformat(format="yuvj420p")
+            picture.pts = 0
+            for p in [*picture_stream.encode(picture), *picture_stream.encode(None)]:
+                out.mux(p)
+        for i in range(0, wave.shape[1], 1024):
+            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, i:i + 1024]), format="fltp", layout="mono")
+            af.sample_rate, af.pts, af.time_base = rate, i, Fraction(1, rate)
+            for p in stream.encode(af):
+                out.mux(p)
+        for p in stream.encode(None):
+            out.mux(p)
+    return Path(path)

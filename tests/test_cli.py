@@ -132,8 +132,8 @@ def test_a_foreign_file_as_checkpoint_gives_one_whole_line(tmp_path, clip):
     r = invoke(["localize", "--video", str(clip), "--checkpoint", str(bad), "--out", str(tmp_path / "o"),
                 "--device", "cpu"])
     line = error_line(r)
-    assert r.exit_code == 1 and line.startswith(f"avstm: error: {bad}: not a loadable checkpoint (")
-    assert line.endswith(")") and len(line) < 300
+    assert r.exit_code == 1 and line.startswith(f"avstm: error: {bad}: ")
+    assert len(line) < 300 and "weights_only" not in line
 
 
 def test_ave_annotations_given_as_box_annotations(shared_data, tmp_path):

@@ -148,7 +148,7 @@ def test_killed_and_rerun_it_resumes(world, tmp_path):
     done_at_kill = sum((out / f"v{i}" / "boxes.json").exists() for i in range(5))
     assert done_at_kill < 5
     (out / "v4").mkdir(exist_ok=True)  # as a kill in the middle of v4's overlay would leave it
-    (out / "v4" / "overlay.mp4.tmp-1").write_bytes(b"half an mp4")
+    (out / "v4" / "overlay.mp4.tmp-4194303").write_bytes(b"half an mp4")  # a pid that is gone
     r = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert r.exit_code == 0, r.output
     rows = read_summary(out / "summary.csv")

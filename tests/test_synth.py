@@ -187,24 +187,24 @@ def test_same_seed_gives_byte_identical_annotations(dataset, tmp_path):
 
 
 def test_another_seed_gives_other_annotations(dataset, tmp_path):
-    config = SynthConfig.from_dict({**CONFIG.to_dict(), "seed": CONFIG.seed + 1, "videos": 2})
+    config = SynthConfig.from_dict({**CONFIG.to_dict(), "seed": CONFIG.seed + 1, "videos": 3})
     other = generate(tmp_path / "other", config=config, workers=1, progress=False)
     assert other.boxes.read_bytes() != dataset.boxes.read_bytes()
 
 
 def test_rerun_keeps_present_videos_and_writes_missing_ones(tmp_path):
-    config = SynthConfig.from_dict({**CONFIG.to_dict(), "videos": 2, "seconds": 2})
+    config = SynthConfig.from_dict({**CONFIG.to_dict(), "videos": 3, "seconds": 2})
     first = generate(tmp_path, config=config, progress=False)
     kept = first.videos[0].stat().st_mtime_ns
     first.videos[1].unlink()
     second = generate(tmp_path, config=config, progress=False)
-    assert (second.written, second.skipped) == (1, 1)
+    assert (second.written, second.skipped) == (1, 2)
     assert first.videos[0].stat().st_mtime_ns == kept
     assert second.boxes.read_bytes() == first.boxes.read_bytes()
 
 
 def test_rerun_with_other_content_config_is_refused(tmp_path):
-    config = SynthConfig.from_dict({**CONFIG.to_dict(), "videos": 1, "seconds": 2})
+    config = SynthConfig.from_dict({**CONFIG.to_dict(), "videos": 3, "seconds": 2})
     generate(tmp_path, config=config, progress=False)
     with pytest.raises(ConfigMismatch, match="hard"):
         generate(tmp_path, config=SynthConfig.from_dict({**config.to_dict(), "hard": 0.9}),
@@ -272,13 +272,13 @@ def test_write_mp4_rejects_audio_of_wrong_shape(tmp_path):
 
 def test_cli_synth_writes_a_dataset(tmp_path):
     runner = CliRunner()
-    result = runner.invoke(cli, ["synth", "--out", str(tmp_path / "d"), "--videos", "2",
+    result = runner.invoke(cli, ["synth", "--out", str(tmp_path / "d"), "--videos", "3",
                                  "--seconds", "2", "--width", "64", "--height", "48", "--quiet",
                                  "--sizes", "small"],
                            catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert "2 videos" in result.output
-    assert len(list((tmp_path / "d" / "AVE").glob("*.mp4"))) == 2
+    assert "3 videos" in result.output and "train 1, val 1, test 1" in result.output
+    assert len(list((tmp_path / "d" / "AVE").glob("*.mp4"))) == 3
 
 
 def test_cli_synth_refuses_a_bad_option_value(tmp_path):
@@ -288,7 +288,7 @@ def test_cli_synth_refuses_a_bad_option_value(tmp_path):
 
 
 def test_rerun_removes_temporaries_of_killed_writers(tmp_path):
-    config = SynthConfig.from_dict({**CONFIG.to_dict(), "videos": 1, "seconds": 1,
+    config = SynthConfig.from_dict({**CONFIG.to_dict(), "videos": 3, "seconds": 1,
                                     "min_event_seconds": 1})
     stale = tmp_path / "AVE" / "synth_000000.mp4.tmp-999999999"
     stale.parent.mkdir(parents=True)

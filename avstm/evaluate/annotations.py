@@ -31,6 +31,7 @@ from avstm.errors import AnnotationError
 
 AVSTM_FORMAT = "avstm-boxes/1"
 CORRUPT_FACTOR = 1000.0  # |coordinate| beyond this many image sides is corrupt, not "outside"
+MAX_SIDE = 100_000  # pixels: a width or height beyond it is refused (no video is that large)
 
 
 class AnnotationWarning(UserWarning):
@@ -40,12 +41,15 @@ class AnnotationWarning(UserWarning):
 @dataclass(frozen=True)
 class Box:
     """One box: ``xyxy`` in pixels of its video's width × height; ``sounding=False`` marks a
-    silent distractor; ``annotator`` tells annotators apart (None: a single annotator)."""
+    silent distractor; ``annotator`` tells annotators apart (None: a single annotator);
+    ``normbox`` keeps a normalised (x, y, w, h) as the file wrote it (AudioSet-Instrument),
+    which DSOL's protocol rasterises from (avstm.evaluate.protocols)."""
 
     xyxy: tuple[float, float, float, float]
     sounding: bool = True
     label: str | None = None
     annotator: int | None = None
+    normbox: tuple[float, float, float, float] | None = None
 
 
 @dataclass
@@ -184,6 +188,14 @@ def _num(path, value, what: str, *, positive: bool = False) -> float:
     return v
 
 
+def _side(path, value, what: str) -> float:
+    """An image width or height: a number in (0, MAX_SIDE], or AnnotationError naming ``what``."""
+    v = _num(path, value, what, positive=True)
+    if v > MAX_SIDE:
+        raise AnnotationError(path, f"{what}: {value!r} is not a valid value (more than {MAX_SIDE:,} pixels)")
+    return v
+
+
 # ---- avstm's own JSON ----------------------------------------------------------------------
 
 
@@ -196,8 +208,8 @@ def read_avstm_boxes(path: str | os.PathLike) -> GroundTruth:
         raise AnnotationError(path, "\"videos\" must be an object of video id -> video")
     for vid, v in data["videos"].items():
         try:
-            w = _num(path, v["width"], f"video {vid!r} width", positive=True)
-            h = _num(path, v["height"], f"video {vid!r} height", positive=True)
+            w = _side(path, v["width"], f"video {vid!r} width")
+            h = _side(path, v["height"], f"video {vid!r} height")
             truth = VideoTruth(w, h, {}, v.get("label"))
             for fr in v["frames"]:
                 t = _num(path, fr["time"], f"video {vid!r} frame time")
@@ -328,10 +340,11 @@ def read_audioset_instrument(path: str | os.PathLike, *, size: int = 256) -> Gro
             t = _num(path, sec, f"entry {key!r} second")
             boxes = []
             for j, b in enumerate(entry["bbox"]):
-                x, y, w, h = (float(c) * size for c in b["normbox"])
+                norm = tuple(float(c) for c in b["normbox"])
+                x, y, w, h = (c * size for c in norm)
                 xyxy = _clean_box((x, y, x + w, y + h), size, size, f"{key}#{j}", log)
                 if xyxy is not None:
-                    boxes.append(Box(xyxy, True, str(b.get("category"))))
+                    boxes.append(Box(xyxy, True, str(b.get("category")), normbox=norm))
         except (KeyError, TypeError, ValueError) as err:
             raise AnnotationError(path, f"entry {key!r}: malformed ({type(err).__name__}: {err})")
         if not vid:
@@ -356,8 +369,8 @@ def read_coco_boxes(path: str | os.PathLike) -> GroundTruth:
         for im in data["images"]:
             vid = str(im.get("video_id", Path(str(im.get("file_name", im["id"]))).stem))
             t = _num(path, im.get("time", 0.0), f"image {im['id']} time")
-            w = _num(path, im["width"], f"image {im['id']} width", positive=True)
-            h = _num(path, im["height"], f"image {im['id']} height", positive=True)
+            w = _side(path, im["width"], f"image {im['id']} width")
+            h = _side(path, im["height"], f"image {im['id']} height")
             if im["id"] in frame_of:
                 raise AnnotationError(path, f"duplicate image id {im['id']!r}")
             videos.setdefault(vid, VideoTruth(w, h, {})).frames.setdefault(t, [])

@@ -3,8 +3,9 @@
 Each gives a map (and, where it has one, a box) for a frame, which ``evaluate_frame`` scores
 like a model's output. What the binarisations do with the flat (uniform) map is defined in
 ``metrics.Binarization``: value/top/max select every pixel (EZ-VSL's >= convention), median
-selects none (LVS's strict >); its peak for the pointing game is the image centre (ties go
-to the maximal pixel nearest the centroid of all maximal pixels).
+selects none (avstm's strict >; LVS's own code keeps all of it: ``--protocol lvs``); its
+peak for the pointing game is the image centre (ties go to the maximal pixel nearest the
+centroid of all maximal pixels).
 """
 
 from __future__ import annotations

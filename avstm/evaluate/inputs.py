@@ -86,6 +86,19 @@ def match_time(times: np.ndarray, t: float, tolerance: float) -> int | None:
     return i if d[i] <= tolerance + 1e-9 else None
 
 
+# single-image benchmarks: their one annotated frame (time 0.0) is scored on the last step or
+# map of the video (``avstm extract --dataset vggss|flickr`` puts the annotated frame there)
+IMAGE_FORMATS = ("vggss", "flickr")
+
+
+def annotated_step(times: np.ndarray, t: float, tolerance: float, *, image: bool) -> int | None:
+    """The step (index into ``times``) an annotated frame at ``t`` is scored on: the last one
+    for a single-image benchmark's frame (``image``), else ``match_time``."""
+    if image and len(times):
+        return len(times) - 1
+    return match_time(times, t, tolerance)
+
+
 # ---- groups (e.g. normal / hard videos of avstm synth) -------------------------------------
 
 
@@ -140,13 +153,17 @@ class VideoMaps:
 
 
 @torch.no_grad()
-def run_model(model, cache: FeatureCache, video: str, *, device="cpu"):
+def run_model(model, cache: FeatureCache, video: str, *, device="cpu",
+              audio: np.ndarray | None = None):
     """The model over a cached video's whole sequence as one causal clip.
 
+    audio: (S, T, 6, 4, 512) float features to use instead of the cached ones (the extended
+    protocol's silence, noise or another video's sound), or None.
     Returns times (S·T,) float64, maps (S·T, h, w) float32, logits (S·T, classes) float32.
     """
     vis = torch.from_numpy(cache.visual(video))  # (S, T, h, w, C_v)
-    aud = torch.from_numpy(cache.audio(video))  # (S, T, 6, 4, 512)
+    aud = torch.from_numpy(np.ascontiguousarray(
+        cache.audio(video) if audio is None else audio, dtype=np.float32))  # (S, T, 6, 4, 512)
     vis = vis.flatten(0, 1).permute(0, 3, 1, 2).unsqueeze(0)  # (1, S·T, C_v, h, w)
     aud = aud.flatten(0, 1).permute(0, 3, 1, 2).unsqueeze(0)  # (1, S·T, 512, 6, 4)
     out = model(vis.to(device), aud.to(device))

@@ -3,16 +3,21 @@ rates and AUC, box IoU, the pointing game, and the ceilings a coarse map can rea
 
 Conventions (also in docs/annotations.md):
 
+- These are avstm's own rules (the ``avstm`` protocol). ``MetricsConfig.protocol`` names
+  another rule set of ``avstm.evaluate.protocols`` (EZ-VSL's, LVS's, DSOL's code: truncated
+  box masks, their upsampling, binarisation, consensus, AUC grid and frames without a box);
+  ``evaluate_frame`` and ``report.summarize`` take every such step from the protocol.
 - Everything is measured at an evaluation resolution ``size`` (H×W pixels, 256×256 by
   default; 224×224 to compare with EZ-VSL/LVS). Pixel (y, x) covers [x, x+1) × [y, y+1).
 - Maps of any resolution are upsampled with :func:`resize_bilinear`, which is exactly
   ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False, antialias=False)``
   (and OpenCV's ``INTER_LINEAR`` when upsampling), computed as two interpolation matrices.
 - A box (x1, y1, x2, y2) with x2/y2 exclusive covers the pixels whose centres lie inside it:
-  ``x1 <= x + 0.5 < x2`` (integer boxes give ``mask[y1:y2, x1:x2]`` as LVS/EZ-VSL write it).
+  ``x1 <= x + 0.5 < x2`` (integer boxes give ``mask[y1:y2, x1:x2]``; the references truncate
+  fractional corners instead, ``int(224 * v)``: protocols ``ezvsl``/``lvs``).
 - The ground-truth map g: the union of the sounding boxes (binary); with two or more
   annotators, the consensus ``clip(sum of the annotators' union masks / 2, 0, 1)`` as soft
-  weights (LVS/EZ-VSL on Flickr-SoundNet). G = {g > 0}.
+  weights (LVS/EZ-VSL on Flickr-SoundNet, which also halve a file with a single box). G = {g > 0}.
 """
 
 from __future__ import annotations
@@ -42,11 +47,14 @@ class Binarization:
     kind ``value``: the min-max normalised map > param (the STM paper; param 0.5).
     kind ``top``: the pixels >= the value at sorted index int(N·(1-param)), i.e. the top
     ``param`` fraction (EZ-VSL's top 50%: ``np.sort(m)[int(N*0.5)]``, kept with >=).
-    kind ``median``: the pixels > the value at sorted index N//2 (LVS, strict >).
+    kind ``median``: the pixels > the value at sorted index N//2 (LVS's threshold, strict >).
     kind ``max``: the raw map > param · max(map) (DSOL/Qian); meant for non-negative maps.
 
     A flat map (no location) selects every pixel in value/top/max (EZ-VSL's rule: its
-    threshold equals the constant and it keeps >=) and no pixel in median (LVS's strict >).
+    threshold equals the constant and it keeps >=) and no pixel in median (avstm's choice:
+    a strict > keeps nothing above a constant). LVS's own code differs there: it keeps every
+    pixel of a flat map c >= 0 and none of c < 0, and the maximal pixels when the upper median
+    is the maximum (``--protocol lvs``, ``protocols.binarise_lvs``).
     """
 
     kind: str
@@ -186,10 +194,18 @@ def truth_map(boxes: np.ndarray, annotators: Sequence, size: tuple[int, int]) ->
     ids = list(annotators)
     if len(ids) != len(masks):
         raise ValueError("one annotator id per box is needed")
-    groups = sorted(set(ids), key=repr)
+    return annotator_consensus(masks, ids)
+
+
+def annotator_consensus(masks: np.ndarray, annotators: Sequence) -> np.ndarray:
+    """(N, H, W) bool box masks, one annotator id per box -> g (H, W) float64: one annotator
+    (ids all equal, or all None) gives the binary union; two or more give
+    ``clip(sum over annotators of their union masks / 2, 0, 1)``."""
+    groups = sorted(set(annotators), key=repr)
     if len(groups) <= 1:
-        return masks.any(axis=0).astype(np.float64)
-    per = np.stack([masks[[i for i, a in enumerate(ids) if a == g]].any(axis=0) for g in groups])
+        return np.asarray(masks, dtype=bool).any(axis=0).astype(np.float64)
+    per = np.stack([masks[[i for i, a in enumerate(annotators) if a == g]].any(axis=0)
+                    for g in groups])
     return np.clip(per.sum(axis=0) / 2.0, 0.0, 1.0)
 
 
@@ -197,14 +213,6 @@ def cell_coverage(g: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     """(H, W) ground-truth map -> (h, w): the mean of g over each cell of an h×w grid."""
     ay, ax = _area_matrix(grid[0], g.shape[0]), _area_matrix(grid[1], g.shape[1])
     return ay @ np.asarray(g, dtype=np.float64) @ ax.T  # (h, w)
-
-
-def ceiling_map(g: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """The best map a model with an h×w output can give: cell coverage, upsampled like a map.
-
-    (H, W) g -> (H, W) float64. A metric on this map is that metric's ceiling at that grid.
-    """
-    return resize_bilinear(cell_coverage(g, grid), g.shape)
 
 
 # ---- scores --------------------------------------------------------------------------------
@@ -239,7 +247,8 @@ def success_curve(values: Sequence[float], thresholds: np.ndarray = AUC_THRESHOL
 
 
 def auc(values: Sequence[float], thresholds: np.ndarray = AUC_THRESHOLDS) -> float:
-    """Area under the success curve over ``thresholds`` (trapezoidal, as LVS/EZ-VSL)."""
+    """Area under the success curve over ``thresholds`` (trapezoidal, as LVS/EZ-VSL; their
+    grid is ``0.05 * i``, ``protocols.AUC_GRID``)."""
     return float(np.trapezoid(success_curve(values, thresholds), np.asarray(thresholds)))
 
 
@@ -288,17 +297,27 @@ class MetricsConfig:
     primary: str = "value:0.5"  # the binarisation of the paper's table columns
     iou_threshold: float = 0.5  # success threshold of cIoU and box IoU
     ceilings: bool = True  # also score the ground truth drawn on the map's own grid
+    # the rules around cIoU: a key of avstm.evaluate.protocols.PROTOCOLS; a reference
+    # protocol fixes its binarisation (modes must be that one)
+    protocol: str = "avstm"
 
     def __post_init__(self):
+        from avstm.evaluate.protocols import get_protocol
+
         object.__setattr__(self, "size", tuple(int(s) for s in self.size))
         object.__setattr__(self, "modes", tuple(parse_binarization(m).name for m in self.modes))
         object.__setattr__(self, "primary", parse_binarization(self.primary).name)
         if self.primary not in self.modes:
             raise AvstmError(f"primary binarisation {self.primary!r} is not among {self.modes}")
+        fixed = get_protocol(self.protocol).mode
+        if fixed is not None and self.modes != (fixed,):
+            raise AvstmError(f"protocol {self.protocol!r} binarises with its own rule "
+                             f"({fixed}); other binarisations {self.modes} do not apply")
 
     def to_dict(self) -> dict:
         return {"size": list(self.size), "modes": list(self.modes), "primary": self.primary,
-                "iou_threshold": self.iou_threshold, "ceilings": self.ceilings}
+                "iou_threshold": self.iou_threshold, "ceilings": self.ceilings,
+                "protocol": self.protocol}
 
     @classmethod
     def from_dict(cls, d: dict) -> "MetricsConfig":
@@ -363,11 +382,14 @@ def evaluate_frame(pred_map: np.ndarray | None, boxes: Sequence, *,
     pred_class, true_class: class indices of the frame's second (background = len(classes)),
         for the classification accuracy.
     """
+    from avstm.evaluate.protocols import get_protocol
+
+    proto = get_protocol(config.protocol)
     size = config.size
     sounding = [b for b in boxes if b.sounding]
     silent = [b for b in boxes if not b.sounding]
     true_xyxy = scale_boxes([b.xyxy for b in sounding], image_size, size)
-    g = truth_map(true_xyxy, [b.annotator for b in sounding], size)
+    g = proto.truth(sounding, image_size, size)
     true_mask = g > 0
     has_truth = bool(true_mask.any())
     nan = float("nan")
@@ -384,20 +406,21 @@ def evaluate_frame(pred_map: np.ndarray | None, boxes: Sequence, *,
             up = region.astype(np.float64)
             regions = {m: region for m in config.modes}
         else:
-            up = resize_bilinear(pm, size)
-            regions = binarize_many(up, config.modes)
+            up = proto.upsampled(pm, size)
+            regions = proto.regions(up, config.modes)
         if has_truth:
             ciou_d = {m: float(ciou(regions[m], g)) for m in config.modes}
+        elif proto.scores_boxless:  # 0 / |A|, or 0 / 0 when A is empty too
+            ciou_d = {m: 0.0 if regions[m].any() else nan for m in config.modes}
         y, x = peak(up)
         if has_truth:
             pointing = bool(true_mask[y, x])
         if silent:
-            silent_mask = boxes_to_masks(scale_boxes([b.xyxy for b in silent], image_size, size),
-                                         size).any(axis=0)
+            silent_mask = proto.masks(silent, image_size, size).any(axis=0)
             distractor = bool(silent_mask[y, x] and not true_mask[y, x])
         if config.ceilings and has_truth:
-            cm = g if grid == size else ceiling_map(g, grid)
-            ceil_d = {m: float(ciou(a, g)) for m, a in binarize_many(cm, config.modes).items()}
+            cm = g if grid == size else proto.upsampled(cell_coverage(g, grid), size)
+            ceil_d = {m: float(ciou(a, g)) for m, a in proto.regions(cm, config.modes).items()}
             cy, cx = peak(cm)
             ceil_pointing = bool(true_mask[cy, cx])
     if config.ceilings and not ceil_d:

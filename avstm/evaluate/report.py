@@ -24,6 +24,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from avstm.evaluate.metrics import FrameResult, MetricsConfig, auc, success_rate
+from avstm.evaluate.protocols import get_protocol
 from avstm.io import write_json
 
 BOX_IOU_DEFINITION = ("IoU of the union mask of the predicted boxes with the union of the true "
@@ -42,17 +43,23 @@ def _mean(values) -> float | None:
 def summarize(results: Sequence[FrameResult], *, config: MetricsConfig = MetricsConfig()) -> dict:
     """Aggregate FrameResults into one summary dict (layout in the module docstring)."""
     thr = config.iou_threshold
+    proto = get_protocol(config.protocol)
+    grid = proto.thresholds
     scored = [r for r in results if r.has_truth]
     ciou = {}
     for m in config.modes:
-        vals = [r.ciou[m] for r in scored if m in r.ciou and not math.isnan(r.ciou[m])]
+        if proto.scores_boxless:  # every frame counts; an undefined 0/0 fails every threshold
+            vals = [r.ciou[m] for r in results if m in r.ciou and r.grid is not None]
+        else:
+            vals = [r.ciou[m] for r in scored if m in r.ciou and not math.isnan(r.ciou[m])]
         ceil = [r.ceiling_ciou[m] for r in scored
                 if m in r.ceiling_ciou and not math.isnan(r.ceiling_ciou[m])]
         ciou[m] = {"n": len(vals),
-                   "success": _num(success_rate(vals, thr)), "mean": _mean(vals),
-                   "auc": _num(auc(vals)) if vals else None,
+                   "success": _num(success_rate(vals, thr)),
+                   "mean": _mean(np.nan_to_num(vals, nan=0.0)),
+                   "auc": _num(auc(vals, grid)) if vals else None,
                    "ceiling_success": _num(success_rate(ceil, thr)), "ceiling_mean": _mean(ceil),
-                   "ceiling_auc": _num(auc(ceil)) if ceil else None}
+                   "ceiling_auc": _num(auc(ceil, grid)) if ceil else None}
     box = [r.box_iou for r in scored if r.box_iou is not None]
     best = [r.box_iou_best for r in scored if r.box_iou_best is not None]
     point = [r.pointing for r in scored if r.pointing is not None]
@@ -165,7 +172,9 @@ def format_report(report: Report, *, per_video: bool = False) -> str:
     """The printed report: overall by binarisation, then per class (and per video)."""
     mode = report.config.primary
     size = "×".join(map(str, report.config.size))
-    parts = [format_binarizations(report.overall, title=f"overall (evaluated at {size})"),
+    proto = get_protocol(report.config.protocol)
+    parts = [format_binarizations(report.overall, title=f"overall (evaluated at {size}; "
+                                  f"protocol {proto.name}: {proto.follows})"),
              format_groups(report.per_class, mode=mode, title=f"per class ({mode})")]
     if per_video:
         parts.append(format_groups(report.per_video, mode=mode, title=f"per video ({mode})"))

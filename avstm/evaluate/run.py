@@ -35,9 +35,11 @@ from avstm.errors import AvstmError
 from avstm.evaluate.annotations import GroundTruth, frame_label, read_ground_truth
 from avstm.evaluate.baselines import BASELINES, baseline_prediction
 from avstm.evaluate.figure import Panel, draw_figure, load_frames
-from avstm.evaluate.inputs import (MAPS_TOLERANCE, MapsFile, VideoMaps, check_fit, find_groups,
-                                   match_time, model_video, read_groups, resolve_device)
+from avstm.evaluate.inputs import (IMAGE_FORMATS, MAPS_TOLERANCE, MapsFile, VideoMaps,
+                                   annotated_step, check_fit, find_groups, model_video,
+                                   read_groups, resolve_device)
 from avstm.evaluate.metrics import FrameResult, MetricsConfig, evaluate_frame, parse_binarization
+from avstm.evaluate.protocols import BINARISE, get_protocol
 from avstm.evaluate.report import Report, aggregate, format_method_table, format_report, summarize
 from avstm.io import write_json
 from avstm.localize.boxes import maps_to_boxes
@@ -49,7 +51,7 @@ MEMORY_NAMES = {"none": "STM without temporal memory", "unimodal": "STM uni-moda
                 "full": "STM C+U memory"}
 _DESCRIPTIONS = {"value": "min-max normalised map > {p:g} (STM paper)",
                  "top": "top {p:.0%} of the pixels, >= the quantile (EZ-VSL)",
-                 "median": "map > its upper median, strict (LVS)",
+                 "median": "map > its upper median, strict (LVS's threshold; a flat map: none)",
                  "max": "raw map > {p:g} x its maximum (DSOL/Qian)"}
 
 
@@ -61,8 +63,13 @@ class EvaluateConfig(PlainConfig):
     """What ``evaluate`` measures; stored in metrics.json."""
 
     split: str = "test"  # cache split whose annotated videos are evaluated
-    size: int = 256  # evaluation resolution (square); 224 to compare with EZ-VSL/LVS
-    modes: tuple[str, ...] = MetricsConfig.modes  # binarisations (metrics.Binarization names)
+    # the rules around cIoU (avstm.evaluate.protocols.PROTOCOLS): avstm's own, or a
+    # reference codebase's (ezvsl, lvs, dsol), which fixes its binarisation
+    protocol: str = "avstm"
+    # evaluation resolution (square); None: the protocol's (256 for avstm, 224 for the others)
+    size: int | None = None
+    # binarisations (metrics.Binarization names); None: all four (avstm) or the protocol's own
+    modes: tuple[str, ...] | None = None
     primary: str | None = None  # binarisation of the table columns; None: value:0.5 or modes[0]
     baseline: str | None = None  # a baselines.BASELINES name instead of a model or maps
     # frame-time matching in seconds; None: half a frame interval of the cache (1 / (2·fps)),
@@ -79,9 +86,16 @@ class EvaluateConfig(PlainConfig):
     def __post_init__(self):
         if self.map is not None:
             check_map(self.map)
-        modes = tuple(parse_binarization(m).name for m in self.modes)
+        proto = get_protocol(self.protocol)
+        if self.size is None:
+            object.__setattr__(self, "size", proto.size)
+        fixed = (proto.mode,) if proto.mode else MetricsConfig.modes
+        modes = tuple(parse_binarization(m).name for m in (self.modes or fixed))
         if not modes:
             raise ValueError("at least one binarisation is needed")
+        if proto.mode and modes != fixed:
+            raise ValueError(f"protocol {proto.name!r} binarises with its own rule ({proto.mode}); "
+                             f"--binarisation does not apply")
         object.__setattr__(self, "modes", modes)
         primary = self.primary or ("value:0.5" if "value:0.5" in modes else modes[0])
         object.__setattr__(self, "primary", parse_binarization(primary).name)
@@ -98,12 +112,15 @@ class EvaluateConfig(PlainConfig):
 
     def metrics_config(self) -> MetricsConfig:
         return MetricsConfig(size=(self.size, self.size), modes=self.modes, primary=self.primary,
-                             ceilings=self.ceilings)
+                             ceilings=self.ceilings, protocol=self.protocol)
 
 
 
-def describe_binarisations(modes: Sequence[str]) -> dict:
-    """{name: one-line definition} of binarisation names."""
+def describe_binarisations(modes: Sequence[str], protocol: str = "avstm") -> dict:
+    """{name: one-line definition} of binarisation names (a reference protocol's own rule)."""
+    proto = get_protocol(protocol)
+    if proto.mode:
+        return {proto.mode: f"{BINARISE[proto.binarise].definition} ({proto.name})"}
     out = {}
     for m in modes:
         b = parse_binarization(m)
@@ -138,8 +155,10 @@ class EvaluationResult:
     def to_dict(self) -> dict:
         doc = {"format": METRICS_FORMAT, "method": self.method,
                "evaluate_config": self.config.to_dict(),
+               "protocol": get_protocol(self.config.protocol).to_dict(),
                "binarisations": {"primary": self.config.primary, "modes": list(self.config.modes),
-                                 "definitions": describe_binarisations(self.config.modes)}}
+                                 "definitions": describe_binarisations(self.config.modes,
+                                                                       self.config.protocol)}}
         doc.update(self.report.to_dict())  # config (metrics), overall, per_class, per_video
         c = self.ceilings()
         c["grids"] = [list(g) for g in c["grids"]]
@@ -294,7 +313,8 @@ def _score(gt, ids, source, cache, config, mc, method, group_of, progress) -> Ev
         if tol is None:
             tol = 0.5 / cache.entry(vid).fps if cache is not None else MAPS_TOLERANCE
         for t, boxes in sorted(v.frames.items()):
-            i = 0 if vm.times is None else match_time(vm.times, t, tol)
+            i = 0 if vm.times is None else annotated_step(
+                vm.times, t, tol, image=gt.format in IMAGE_FORMATS and len(v.frames) == 1)
             if i is None:
                 unmatched += 1
                 if len(examples) < 5:
@@ -414,8 +434,10 @@ def evaluate_ablation(truth, checkpoints: Mapping[str, str | os.PathLike] | Sequ
                                              config=dataclasses.replace(quiet, baseline=b),
                                              progress=progress)
     mode = config.primary
+    proto = get_protocol(config.protocol)
     parts = [format_method_table({n: r.report.overall for n, r in results.items()}, mode=mode,
-                                 title=f"all videos ({mode})")]
+                                 title=f"all videos ({mode}; protocol {proto.name}: "
+                                       f"{proto.follows})")]
     for g in sorted({g for r in results.values() for g in r.groups}):
         parts.append(format_method_table({n: r.groups[g] for n, r in results.items()
                                           if g in r.groups}, mode=mode,

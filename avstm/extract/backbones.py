@@ -26,6 +26,7 @@ import torchvision
 from torch import nn
 
 from avstm.errors import WeightsError
+from avstm.io import torch_load_problem
 from avstm.extract import efficientnet_lite
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -68,7 +69,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means an unreadable file
-        raise WeightsError(f"{path}: cannot read a state dict ({type(exc).__name__})") from exc
+        raise WeightsError(f"{path}: cannot read a state dict: {torch_load_problem(exc)}") from None
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):

@@ -17,9 +17,12 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import math
 import os
+import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -29,14 +32,16 @@ from tqdm import tqdm
 
 from avstm import media
 from avstm.cache import CacheWriter, VideoRecord, check_unlocked, finite_max_abs, lock_path, merge_caches
-from avstm.datasets import Dataset, VideoItem, second_labels
+from avstm.datasets import Dataset, VideoItem, anchored_times, second_labels
 from avstm.errors import HardwareDecodeError, MediaError
+from avstm.io import check_free_space, check_writable, human_bytes
 from avstm.extract.backbones import VISUAL_BACKBONES, VisualBackbone, load_visual_backbone, weights_checksum
 from avstm.device import resolve_device
 from avstm.extract.config import CONTENT_FIELDS, ExtractConfig
 from avstm.extract.vggish import example_windows, load_vggish, log_mel
 
 TIMING_KEYS = ("setup", "decode", "decode_wait", "stage", "transfer", "backbone", "write", "close")
+ESTIMATE_SECONDS = 10  # the length assumed for a video in the first estimate of the space needed (AVE's)
 
 
 @dataclasses.dataclass
@@ -206,8 +211,9 @@ class _DecodeSet(torch.utils.data.Dataset):
         item, cfg = self.items[i], self.config
         t0 = time.perf_counter()
         try:
+            wanted = None if item.anchor is None else anchored_times(item.anchor, cfg.fps).ravel()
             clip = media.decode(item.path, fps=cfg.fps, size=(cfg.frame_size, cfg.frame_size),
-                                threads=cfg.decode_threads, hwaccel=self.hwaccel)
+                                times=wanted, threads=cfg.decode_threads, hwaccel=self.hwaccel)
         except HardwareDecodeError as e:  # the machine's problem, not the video's: the run stops
             return Decoded(item, error=str(e), fatal=True)
         except MediaError as e:
@@ -387,7 +393,8 @@ def extract(dataset: Dataset, out: str | os.PathLike, *, config: ExtractConfig =
     out = Path(out)
     rank, world = _dist()
     t_start = time.perf_counter()
-    check_unlocked(out if world == 1 else shard_path(out, rank, world))  # before loading models
+    check_writable(out.parent)  # before loading models: a read-only or full disk fails now
+    check_unlocked(out if world == 1 else shard_path(out, rank, world))
     check_decode_device(dataset.items, config)
     extractor = FeatureExtractor(config)
     with _main_threads(1 if extractor.cuda and config.workers > 0 else None):
@@ -429,6 +436,7 @@ def _extract(dataset: Dataset, out: Path, extractor: FeatureExtractor, rank: int
         result.skipped = len(mine) - len(todo)
         if cfg.limit is not None:
             todo = todo[:cfg.limit]
+        _check_space(target, cfg, len(todo))
         bar = tqdm(total=len(todo), unit="video", disable=not progress or not sys.stderr.isatty(),
                    desc=f"extract{'' if world == 1 else f' [rank {rank}]'}")
         batcher = _Batcher(cfg.batch_size, pin=extractor.cuda)
@@ -500,6 +508,28 @@ def _extract(dataset: Dataset, out: Path, extractor: FeatureExtractor, rank: int
     timings["close"] += time.perf_counter() - t0  # the writer's final join (and the merge)
     result.wall = time.perf_counter() - t_start
     return result
+
+
+def bytes_per_second(config: ExtractConfig) -> int:
+    """Stored bytes of one second of video in the cache (visual + audio maps) under ``config``."""
+    side = math.ceil(config.frame_size / 32)
+    values = config.fps * (side * side * int(config.visual_channels or 0) + 6 * 4 * 512)
+    return values * (2 if config.dtype == "float16" else 4)
+
+
+def _check_space(target: Path, config: ExtractConfig, videos: int) -> None:
+    """A first estimate of the space the run needs (videos of ESTIMATE_SECONDS): refused when
+    one video does not fit, a warning when the whole run (its parts, then their join: twice)
+    may not fit."""
+    if not videos:
+        return
+    one = bytes_per_second(config) * ESTIMATE_SECONDS
+    check_free_space(target.parent, one, what=f"the features of one {ESTIMATE_SECONDS} s video")
+    free, need = shutil.disk_usage(target.parent).free, 2 * one * videos
+    if free < need:
+        warnings.warn(f"{target.parent}: {human_bytes(free)} free; {videos} videos of {ESTIMATE_SECONDS} s "
+                      f"may need about {human_bytes(need)} (their parts, then the joined cache)",
+                      stacklevel=2)
 
 
 def _write(writer: CacheWriter, result: ExtractResult, dataset: Dataset, d: Decoded,

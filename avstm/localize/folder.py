@@ -25,8 +25,8 @@ from typing import Any, Callable
 from tqdm import tqdm
 
 from avstm.datasets import VIDEO_EXTENSIONS
-from avstm.errors import AnnotationError, AvstmError
-from avstm.io import atomic_path
+from avstm.errors import AnnotationError, AvstmError, StorageError
+from avstm.io import atomic_path, remove_stale_temporaries
 from avstm.localize.run import LocalizeConfig, LocalizeModel, localize_to, open_video
 
 SUMMARY_FIELDS = ("video", "duration", "has_audio", "event", "probability", "sounding_seconds",
@@ -127,13 +127,6 @@ def _write_table(out: Path, rows: list[dict[str, Any]]) -> tuple[Path, Path | No
     return summary, None
 
 
-def _clear_temporaries(folder: Path) -> None:
-    """Remove what a killed run left half-written in a folder (``*.tmp-<pid>``)."""
-    if folder.is_dir():
-        for p in folder.glob("*.tmp-*"):
-            p.unlink(missing_ok=True)
-
-
 def localize_folder(model: LocalizeModel, videos: list[Path], out_dir: str | os.PathLike, *,
                     config: LocalizeConfig = LocalizeConfig(), overlay: bool = True,
                     save_maps: bool = False, frames_dir: str | os.PathLike | None = None,
@@ -144,7 +137,7 @@ def localize_folder(model: LocalizeModel, videos: list[Path], out_dir: str | os.
     ``on_video`` is called with each summary row as it is settled. Returns the rows."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _clear_temporaries(out)
+    remove_stale_temporaries(out)
     rows: list[dict[str, Any]] = []
     summary, failures = out / "summary.csv", None
     todo = []
@@ -165,13 +158,16 @@ def localize_folder(model: LocalizeModel, videos: list[Path], out_dir: str | os.
                     ahead[nxt] = pool.submit(open_video, todo[nxt][0])
                 folder = out / video.stem
                 try:
-                    _clear_temporaries(folder)
+                    if folder.is_dir():
+                        remove_stale_temporaries(folder)
                     opened = ahead.pop(i).result()
                     result, _ = localize_to(model, opened, folder, config=config,
                                             video_id=video.stem, overlay=overlay,
                                             save_maps=save_maps, frames_dir=frames_dir,
                                             show_colorbar=show_colorbar, progress=False)
                     row = _row(video, result.to_dict(), "done")
+                except StorageError:
+                    raise  # a full or read-only disk fails every video after it: stop here
                 except AvstmError as e:
                     row = dict.fromkeys(SUMMARY_FIELDS, "")
                     row.update(video=str(video), status="failed", error=str(e))

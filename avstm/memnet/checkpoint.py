@@ -14,6 +14,7 @@ shapes.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import torch
 
 from avstm import __version__
 from avstm.errors import CheckpointError
-from avstm.io import atomic_path
+from avstm.io import torch_load_problem, write_bytes
 from avstm.memnet.model import ModelConfig, STMNet
 
 FORMAT = "avstm-checkpoint/1"
@@ -68,9 +69,11 @@ def save_checkpoint(path: str | os.PathLike, model: STMNet, *, train_config: dic
         "optimizer": optimizer,
         "best": _plain(best) if best is not None else None,
     }
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
-    return Path(path)
+    # serialised in memory, written with plain file I/O: a full disk is then an OSError that
+    # ``write_bytes`` reports, not torch's "[enforce fail at inline_container.cc] unexpected pos"
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    return write_bytes(path, buf.getbuffer())
 
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"  # the first bytes of an HDF5 file (a feature cache)
@@ -85,19 +88,18 @@ def read_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cp
         raise CheckpointError(f"{path}: a folder, not a checkpoint{hint}")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
-    with open(path, "rb") as f:
-        head = f.read(8)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise CheckpointError(f"{path}: {torch_load_problem(e)}") from None
     if head == HDF5_SIGNATURE:
         raise CheckpointError(f"{path}: an HDF5 feature cache, not a checkpoint (give a run's "
                               f"best.pt or last.pt; the cache goes to --features)")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # torch raises pickle, zip and runtime errors alike
-        # torch's text runs over many lines: its first line, cut at a word
-        first = (str(e).strip().splitlines() or [""])[0]
-        if len(first) > 120:
-            first = first[:120].rsplit(" ", 1)[0] + " …"
-        raise CheckpointError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {first})") from None
+        raise CheckpointError(f"{path}: {torch_load_problem(e)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an avstm checkpoint (expected format {FORMAT})")
     return ckpt

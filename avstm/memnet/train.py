@@ -33,7 +33,7 @@ from avstm.config import PlainConfig
 from avstm.device import resolve_device
 from avstm.errors import CacheError, CheckpointError, ConfigMismatch
 from avstm.extract.config import CONTENT_FIELDS
-from avstm.io import atomic_path, write_json
+from avstm.io import atomic_path, check_writable, remove_stale_temporaries, write_json
 from avstm.memnet import data
 from avstm.memnet.checkpoint import read_checkpoint, save_checkpoint
 from avstm.memnet.model import ModelConfig, STMNet
@@ -248,7 +248,17 @@ def train(cache_path: str | os.PathLike, out_dir: str | os.PathLike, *,
             dist.destroy_process_group()
 
 
+def checkpoint_bytes(model: STMNet) -> int:
+    """A first estimate of the disk a run takes: best.pt (weights), last.pt (weights and Adam's
+    two moments), and a second last.pt while it is replaced (atomic writes)."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return weights * (1 + 3 + 3)
+
+
 def _train(cache_path, out, config, resume, progress, on_epoch, d: _Dist, device) -> TrainResult:
+    if d.rank == 0:
+        check_writable(out)  # before any work: a read-only or full disk fails now
+        remove_stale_temporaries(out)  # what a killed run's atomic writes left
     with FeatureCache(cache_path) as cache:
         cache_cfg, classes = dict(cache.config), list(cache.classes)
         train_infos, val_infos = data.video_infos(cache, "train"), data.video_infos(cache, "val")
@@ -266,6 +276,8 @@ def _train(cache_path, out, config, resume, progress, on_epoch, d: _Dist, device
     model_config = config.model_config(visual_channels=visual_channels, num_classes=len(classes) + 1)
     torch.manual_seed(config.seed)
     model = STMNet(model_config)
+    if d.rank == 0:
+        check_writable(out, need_bytes=checkpoint_bytes(model), what="the checkpoints (best.pt, last.pt)")
     show = progress and d.rank == 0 and sys.stderr.isatty()
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])

@@ -19,7 +19,8 @@ SIZES = ("benchmark", "small")
 class SynthConfig(PlainConfig):
     """Everything that decides what ``avstm synth`` writes. A video depends only on ``seed``,
     its index and the fields below other than ``videos``, so a larger ``videos`` count extends
-    an existing dataset without changing the videos already written."""
+    an existing dataset without changing the videos already written. Every split holds a video
+    (hence ``videos >= 3``); see ``generate.split_of``."""
 
     LEGACY = {"sizes": "small"}  # a meta.json written before ``sizes`` existed: the old generator
     videos: int = 100
@@ -48,8 +49,8 @@ class SynthConfig(PlainConfig):
 
     def __post_init__(self):
         problems = []
-        if self.videos < 0:
-            problems.append("videos must be >= 0")
+        if self.videos < sum(share > 0 for share in self.split_shares):
+            problems.append("videos must be >= 3, one per split (train, val, test)")
         if not 0.0 <= self.hard <= 1.0:
             problems.append("hard must lie in [0, 1]")
         if not 0.0 <= self.whole_event_share <= 1.0:

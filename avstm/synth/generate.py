@@ -16,7 +16,6 @@ files are written at the end, each atomically.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from avstm.errors import ConfigMismatch
-from avstm.io import atomic_path, write_json
+from avstm.io import atomic_path, check_writable, remove_stale_temporaries, write_json
 from avstm.synth.classes import CLASSES
 from avstm.synth.config import SynthConfig
 from avstm.synth.render import SceneRenderer
@@ -57,14 +56,42 @@ class SynthResult:
     seconds: float  # wall-clock time of the run
 
 
-def split_of(config: SynthConfig, index: int) -> str:
-    """Deterministic split of video ``index``: within each block of SPLIT_BLOCK indices a
-    seeded permutation gives exactly the configured shares (rounded)."""
+def _block_split(config: SynthConfig, index: int) -> int:
     counts = [int(round(s * SPLIT_BLOCK)) for s in config.split_shares]
     counts[0] = SPLIT_BLOCK - counts[1] - counts[2]
     labels = np.repeat(np.arange(3), counts)
     perm = np.random.default_rng([config.seed, index // SPLIT_BLOCK, 13]).permutation(labels)
-    return SPLITS[int(perm[index % SPLIT_BLOCK])]
+    return int(perm[index % SPLIT_BLOCK])
+
+
+def small_dataset_splits(config: SynthConfig) -> dict[int, int]:
+    """Index → split moves that give every split with a positive share a video in a dataset
+    that ends inside the first block (empty when none is needed: ``config.videos`` at or past
+    the first index where every split has appeared, at most SPLIT_BLOCK).
+
+    For each missing split (val, then test) the last video of the most frequent split moves to
+    it. So the splits of such a small dataset can change when it is extended; a dataset of
+    SPLIT_BLOCK videos or more never depends on its size.
+    """
+    n = min(config.videos, SPLIT_BLOCK)
+    splits = [_block_split(config, i) for i in range(n)]
+    moves: dict[int, int] = {}
+    for want in (1, 2, 0):
+        if config.split_shares[want] <= 0 or want in splits:
+            continue
+        most = max(set(splits), key=lambda k: (splits.count(k), -k))
+        i = max(j for j, k in enumerate(splits) if k == most)
+        splits[i] = moves[i] = want
+    return moves
+
+
+def split_of(config: SynthConfig, index: int) -> str:
+    """Deterministic split of video ``index``: within each block of SPLIT_BLOCK indices a
+    seeded permutation gives exactly the configured shares (rounded); a dataset smaller than
+    the first index at which every split has appeared moves a few of its videos so that every
+    split holds one (``small_dataset_splits``; ``SynthConfig.videos`` is at least 3)."""
+    moved = small_dataset_splits(config).get(index) if index < SPLIT_BLOCK else None
+    return SPLITS[moved if moved is not None else _block_split(config, index)]
 
 
 def scene_boxes(scene: Scene, renderer: SceneRenderer, times: list[float]) -> list[dict]:
@@ -148,20 +175,6 @@ def _check_existing(out_dir: Path, config: SynthConfig) -> None:
                              " choose another output folder or overwrite")
 
 
-def _remove_stale_temporaries(folder: Path) -> None:
-    """Delete ``*.tmp-<pid>`` files left by writers that were killed (their pid is gone)."""
-    for tmp in folder.glob("*.tmp-*"):
-        pid = tmp.name.rsplit("-", 1)[-1]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
-        except PermissionError:
-            pass
-
-
 def _write_lines(path: Path, lines: list[str]) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
@@ -186,8 +199,8 @@ def generate(out_dir: str | Path, *, config: SynthConfig, workers: int = 1,
     out_dir = Path(out_dir)
     if not overwrite:
         _check_existing(out_dir, config)
-    (out_dir / "AVE").mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(out_dir / "AVE")
+    check_writable(out_dir / "AVE")  # before any work: a read-only or full disk fails now
+    remove_stale_temporaries(out_dir / "AVE")
     write_json(out_dir / "meta.json", _meta(config, []))
     threads = 1 if workers != 1 else 0  # one encoder thread per process when parallel
     jobs = (delayed(make_video)(out_dir, config, i, overwrite=overwrite, threads=threads)
