@@ -647,9 +647,9 @@ def write_result(result: LocalizeResult, out_dir: str | os.PathLike, *, overlay:
     """Write a result's folder: ``overlay.mp4`` (every source frame with the nearest sample's
     heatmap, boxes and state; the source's audio stream; see ``overlay.py``), with
     ``frames_dir`` one PNG per sample there, with ``save_maps`` the raw 8×8 maps as
-    ``maps.npz``, and ``boxes.json`` last. Each file is atomic; the old ``boxes.json`` goes
-    first and the products of an earlier run not rewritten now are removed, so a folder with
-    a ``boxes.json`` holds exactly one run's products.
+    ``maps.npz``, and ``boxes.json`` last. Each file is atomic; once the new products are
+    written, those of an earlier run not rewritten now are removed, so a folder holds one
+    run's products; a run that fails (a full disk) leaves the earlier result as it was.
 
     ``writer``: the ``OverlayWriter`` that ``localize`` already fed (closed here); without it
     the overlay is drawn now from the finished result. Without the source video file, no
@@ -659,7 +659,6 @@ def write_result(result: LocalizeResult, out_dir: str | os.PathLike, *, overlay:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "boxes.json").unlink(missing_ok=True)
     written = WrittenFiles(boxes=out / "boxes.json")
     source = Path(result.source)
     wanted = overlay or frames_dir is not None
