@@ -8,11 +8,13 @@ stderr and exit code 1; nothing else is caught here.
 from __future__ import annotations
 
 import dataclasses
+import re
 import warnings
 from pathlib import Path
 import click
 
 from avstm import __version__
+from avstm.device import DEVICE_HELP
 from avstm.errors import AvstmError
 from avstm.demo import DemoConfig
 from avstm.evaluate.baselines import BASELINES
@@ -26,11 +28,53 @@ from avstm.synth.config import SIZES as SYNTH_SIZES, SynthConfig
 
 
 def make_config(config_cls, **options):
-    """Build a stage config from CLI options, turning a bad value into a usage error."""
+    """Build a stage config from CLI options, turning a bad value into a usage error that
+    names the command's options (``batch_size`` → ``--batch-size``), not the config's fields."""
     try:
         return config_cls(**options)
     except (TypeError, ValueError) as e:
-        raise click.UsageError(str(e)) from None
+        raise click.UsageError(option_words(str(e))) from None
+
+
+def option_words(message: str) -> str:
+    """``message`` with each name of a parameter of the running command replaced by its option."""
+    ctx = click.get_current_context(silent=True)
+    names = {p.name: max(p.opts, key=len) for p in (ctx.command.params if ctx else ())
+             if isinstance(p, click.Option) and p.name}
+    if not names:
+        return message
+    words = "|".join(sorted(map(re.escape, names), key=len, reverse=True))
+    return re.sub(rf"(?<![\w-])({words})(?![\w-])", lambda m: names[m.group(1)], message)
+
+
+def _check_device(ctx, param, value):
+    from avstm.device import check_device
+
+    return check_device(value, option=max(param.opts, key=len))
+
+
+def device_option(default):
+    """``--device`` of every command: one reading of a device name (``avstm.device``), checked
+    before any work starts."""
+    return click.option("--device", default=default, show_default=True, callback=_check_device,
+                        help=DEVICE_HELP)
+
+
+def _folder_out(ctx, param, value):
+    if value is not None and value.exists() and not value.is_dir():
+        raise AvstmError(f"{value}: a file, not a folder; --out names the folder to write into")
+    return value
+
+
+def _file_out(ctx, param, value):
+    if value is not None and value.is_dir():
+        raise AvstmError(f"{value}: a folder; --out names the file to write")
+    return value
+
+
+def quiet_option(f):
+    """``--quiet`` of every command: no progress bars, no timing lines."""
+    return click.option("--quiet", is_flag=True, help="No progress bar and no timing line.")(f)
 
 
 def config_default(config_cls, field: str):
@@ -45,7 +89,13 @@ def config_default(config_cls, field: str):
 
 
 class _Group(click.Group):
-    """A click group that turns library errors into one line on stderr and exit code 1."""
+    """A click group that turns library errors into one line on stderr and exit code 1, and
+    lists each command with its whole first paragraph (click would cut it at 45 characters)."""
+
+    def add_command(self, cmd, name=None):
+        if cmd.short_help is None and cmd.help:
+            cmd.short_help = " ".join(cmd.help.split("\n\n")[0].split())
+        super().add_command(cmd, name)
 
     def invoke(self, ctx):
         try:
@@ -70,7 +120,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     click.echo(f"avstm: warning: {' '.join(str(message).split())}", err=True)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
 @click.version_option(__version__, prog_name="avstm")
 def cli():
     """avstm: find the objects that make the sound in videos (STM, BMVC 2021)."""
@@ -90,7 +140,8 @@ def cli():
               help="--dataset flickr: flickr_test.csv (default: every XML of --annotations).")
 @click.option("--anchor", type=float, default=None,
               help="vggss / flickr: time of the annotated frame in each clip, made the last step [default: 4.96 for VGG-SS, 10 for Flickr].")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="The HDF5 cache to write or resume.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, callback=_file_out,
+              help="The HDF5 cache to write or resume (a file: the one product).")
 @click.option("--visual-backbone", type=click.Choice(["resnet152", "efficientnet_lite0"]),
               default=config_default(ExtractConfig, "visual_backbone"), show_default=True)
 @click.option("--visual-weights", default=config_default(ExtractConfig, "visual_weights"), show_default=True,
@@ -105,7 +156,7 @@ def cli():
               show_default=True)
 @click.option("--seed", type=int, default=config_default(ExtractConfig, "seed"), show_default=True,
               help="Seed of random-init backbones.")
-@click.option("--device", default=config_default(ExtractConfig, "device"), show_default=True)
+@device_option(config_default(ExtractConfig, "device"))
 @click.option("--batch-size", type=int, default=config_default(ExtractConfig, "batch_size"), show_default=True,
               help="Frames per backbone batch.")
 @click.option("--workers", type=int, default=config_default(ExtractConfig, "workers"), show_default=True,
@@ -119,7 +170,7 @@ def cli():
               help="torch.compile the visual backbone.")
 @click.option("--strict/--no-strict", default=config_default(ExtractConfig, "strict"), show_default=True,
               help="Exit with status 1 when any video fails.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option
 def extract(dataset, root, videos, labels, annotations, ids, anchor, out, quiet, **options):
     """Decode videos, run the frozen backbones, write per-second maps into an HDF5 cache.
 
@@ -128,6 +179,7 @@ def extract(dataset, root, videos, labels, annotations, ids, anchor, out, quiet,
     from avstm.datasets import read_ave, read_folder
     from avstm.extract.pipeline import extract as run_extract
 
+    config = make_config(ExtractConfig, **options)
     if dataset == "ave":
         if root is None:
             raise click.UsageError("--dataset ave needs --root")
@@ -146,7 +198,6 @@ def extract(dataset, root, videos, labels, annotations, ids, anchor, out, quiet,
         if videos is None or labels is None:
             raise click.UsageError("--dataset folder needs --videos and --labels")
         data = read_folder(videos, labels)
-    config = make_config(ExtractConfig, **options)
     result = run_extract(data, out, config=config, progress=not quiet)
     click.echo(result.summary())
     if result.failed and config.strict:
@@ -154,7 +205,7 @@ def extract(dataset, root, videos, labels, annotations, ids, anchor, out, quiet,
 
 
 @cli.command()
-@click.option("--out", type=click.Path(path_type=Path), required=True,
+@click.option("--out", type=click.Path(path_type=Path), required=True, callback=_folder_out,
               help="Dataset folder to write or resume (AVE layout + boxes.json + meta.json).")
 @click.option("--videos", type=int, default=config_default(SynthConfig, "videos"), show_default=True)
 @click.option("--seed", type=int, default=config_default(SynthConfig, "seed"), show_default=True)
@@ -176,7 +227,7 @@ def extract(dataset, root, videos, labels, annotations, ids, anchor, out, quiet,
               help="benchmark sizes: share of videos with two sounding objects.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Parallel processes.")
 @click.option("--overwrite", is_flag=True, help="Re-encode videos already present.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option
 def synth(out, workers, overwrite, quiet, **options):
     """Generate the synthetic sounding-object dataset as real mp4 files with exact boxes.
 
@@ -191,14 +242,15 @@ def synth(out, workers, overwrite, quiet, **options):
                f"{result.skipped} kept; {counts}) in {result.seconds:.1f} s")
 
 
-@cli.group()
+@cli.group(cls=_Group)
 def cache():
     """Check and combine feature caches."""
 
 
 @cache.command("verify")
 @click.argument("path", type=click.Path(path_type=Path))
-def cache_verify(path):
+@quiet_option
+def cache_verify(path, quiet):
     """Check a cache (completion marks, shapes against its config, finite values, attributes).
 
     Prints one line per problem; exit status 1 when there is any.
@@ -211,18 +263,22 @@ def cache_verify(path):
     if problems:
         click.echo(f"avstm: {path}: {len(problems)} problem(s)", err=True)
         raise SystemExit(1)
-    click.echo(f"{path}: ok")
+    if not quiet:
+        click.echo(f"{path}: ok")
 
 
 @cache.command("merge")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, help="The merged cache to write.")
-def cache_merge(inputs, out):
+@click.option("-o", "--out", type=click.Path(path_type=Path), required=True, callback=_file_out,
+              help="The merged cache to write (a file: the one product).")
+@quiet_option
+def cache_merge(inputs, out, quiet):
     """Join caches of the same extract config (e.g. shards) into OUT."""
     from avstm.cache import merge_caches
 
     n = merge_caches(list(inputs), out)
-    click.echo(f"{out}: {n} videos from {len(inputs)} caches")
+    if not quiet:
+        click.echo(f"{out}: {n} videos from {len(inputs)} caches")
 
 
 
@@ -233,7 +289,7 @@ def _train_default(name):
 
 @cli.command("train")
 @click.option("--features", type=click.Path(path_type=Path), required=True, help="The HDF5 feature cache.")
-@click.option("--out", type=click.Path(path_type=Path), required=True,
+@click.option("--out", type=click.Path(path_type=Path), required=True, callback=_folder_out,
               help="Run folder: best.pt, last.pt, metrics.jsonl, config.json.")
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt (same cache and options; more --epochs allowed).")
 @click.option("--epochs", type=int, default=_train_default("epochs"), show_default=True)
@@ -248,7 +304,7 @@ def _train_default(name):
               help="DataLoader processes per rank (0: read in the main process).")
 @click.option("--in-memory", type=click.Choice(["auto", "yes", "no"]), default=_train_default("in_memory"),
               show_default=True, help="Hold the cache in RAM (auto: when it takes under half the free memory).")
-@click.option("--device", default=_train_default("device"), show_default=True, help="auto, cpu or cuda.")
+@device_option(_train_default("device"))
 @click.option("--amp/--no-amp", default=_train_default("amp"), show_default=True, help="bf16 autocast on CUDA.")
 @click.option("--memory", type=click.Choice(["none", "unimodal", "full"]), default=_train_default("memory"),
               show_default=True, help="none: without temporal; unimodal: U; full: C+U.")
@@ -270,8 +326,9 @@ def _train_default(name):
               help="Weight of an extra cross-entropy of the attended visual half alone (0: off).")
 @click.option("--contrastive", type=float, default=_train_default("contrastive"), show_default=True,
               help="Weight of an in-batch audio-visual contrastive term on the memory layer's scores (0: off).")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-def train_command(features, out, resume, no_progress, **options):
+@quiet_option
+@click.option("--no-progress", is_flag=True, hidden=True, help="The old name of --quiet.")
+def train_command(features, out, resume, quiet, no_progress, **options):
     """Train the space-time memory network on a feature cache; one JSON line of metrics per epoch.
 
     Several GPUs or machines: run the same command under torchrun.
@@ -281,7 +338,7 @@ def train_command(features, out, resume, no_progress, **options):
     from avstm.memnet.train import train
 
     config = make_config(TrainConfig, **options)
-    result = train(features, out, config=config, resume=resume, progress=not no_progress,
+    result = train(features, out, config=config, resume=resume, progress=not (quiet or no_progress),
                    on_epoch=lambda m: click.echo(json.dumps(m)))
     if result.rank == 0:
         click.echo(f"{result.best_path} (best), {result.last_path} (last)", err=True)
@@ -295,12 +352,17 @@ def _localize_default(name):
 
 @cli.command("localize")
 @click.option("--video", type=click.Path(path_type=Path), help="The video to localize (any file FFmpeg reads).")
+@click.option("--videos", type=click.Path(path_type=Path),
+              help="Instead of --video: a folder of videos or a text file of paths; OUT gets a folder "
+                   "per video and summary.csv (resumable).")
 @click.option("--features", type=click.Path(path_type=Path),
               help="Instead of --video: a feature cache holding the video (with --id); no backbones run.")
 @click.option("--id", "video_id", help="The video's id in --features; with --video, the id used in maps.npz (default: file stem).")
-@click.option("--checkpoint", type=click.Path(path_type=Path), required=True, help="A trained model (avstm train).")
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Folder for boxes.json, overlay.mp4 and maps.npz.")
+@click.option("--checkpoint", required=True,
+              help="A trained model: a run's best.pt, a package of avstm export, or a URL of either (with --sha256).")
+@click.option("--sha256", default=None, help="The SHA-256 of --checkpoint (needed for a URL).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, callback=_folder_out,
+              help="Folder for boxes.json, overlay.mp4 and maps.npz (with --videos: a folder per video).")
 @click.option("--fps", type=int, default=None, help="Frames per second sampled [default: the checkpoint's extract fps].")
 @click.option("--boxes", type=click.Choice(["otsu", "rpn"]), default=_localize_default("boxes"), show_default=True,
               help="otsu: threshold the map, box its contours; rpn: Faster R-CNN proposals scored by the map, NMS.")
@@ -316,33 +378,57 @@ def _localize_default(name):
               help="Boxes kept per frame, best first (0: all).")
 @click.option("--save-maps", is_flag=True, help="Also write the raw 8×8 maps as maps.npz.")
 @click.option("--no-overlay", is_flag=True, help="Do not write overlay.mp4.")
+@click.option("--frames", "frames_dir", type=click.Path(path_type=Path), default=None,
+              help="Also write each sampled frame's overlay as a PNG into this folder.")
+@click.option("--colorbar", is_flag=True, help="Draw the heatmap's colour bar on the overlay.")
 @click.option("--visual-weights", default=None, help="Visual backbone weights file replacing the checkpoint's (same checksum).")
 @click.option("--audio-weights", default=None, help="VGGish weights file replacing the checkpoint's (same checksum).")
-@click.option("--device", default=_localize_default("device"), show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@device_option(_localize_default("device"))
 @click.option("--map", type=click.Choice(list(MAPS)), default=None,
               help="Which map to localize from [default: the checkpoint's].")
 @click.option("--batch-size", type=int, default=_localize_default("batch_size"), show_default=True,
               help="Frames per backbone batch.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def localize_command(video, features, video_id, checkpoint, out, save_maps, no_overlay, quiet, **options):
-    """Localize the sounding objects of a video: boxes.json, overlay.mp4 (and maps.npz) in OUT."""
+@click.option("--strict", is_flag=True, help="With --videos: exit with status 1 when any video fails.")
+@quiet_option
+def localize_command(video, videos, features, video_id, checkpoint, sha256, out, save_maps, no_overlay,
+                     frames_dir, colorbar, strict, quiet, **options):
+    """Localize the sounding objects of a video or a folder of videos: boxes.json, overlay.mp4 in OUT."""
     from avstm.io import check_writable
-    from avstm.localize.run import load_localize_model, localize, localize_cached, write_result
+    from avstm.localize.run import (fps_warnings, load_localize_model, localize_cached, localize_to,
+                                    write_result)
 
-    if (video is None) == (features is None):
-        raise click.UsageError("give either --video or --features with --id")
+    if sum(x is not None for x in (video, videos, features)) != 1:
+        raise click.UsageError("give one of --video, --videos or --features with --id")
     if features is not None and not video_id:
         raise click.UsageError("--features needs --id")
     if options["max_boxes"] == 0:
         options["max_boxes"] = None
     config = make_config(LocalizeConfig, **options)
+    from avstm.share import local_checkpoint
+
     check_writable(out)  # before loading models: a read-only or full disk fails now
-    model = load_localize_model(checkpoint, config=config, backbones=video is not None)
+    model = load_localize_model(local_checkpoint(checkpoint, sha256=sha256), config=config,
+                                backbones=features is None)
+    products = dict(overlay=not no_overlay, save_maps=save_maps, frames_dir=frames_dir,
+                    show_colorbar=colorbar, progress=not quiet)
+    if videos is not None:
+        from avstm.localize.folder import list_videos, localize_folder
+
+        for line in fps_warnings(model, config):
+            click.echo(f"avstm: warning: {line}", err=True)
+        res = localize_folder(model, list_videos(videos), out, config=config, **products)
+        for row in res.failed:
+            click.echo(f"avstm: failed: {row['error']}", err=True)
+        click.echo(f"{res.summary}: {len(res.rows)} videos ({res.done} done, {res.kept} kept, "
+                   f"{len(res.failed)} failed)" + (f"; {res.failures}" if res.failures else ""))
+        if res.failed and strict:
+            raise SystemExit(1)
+        return
     if video is not None:
-        result = localize(model, video, config=config, video_id=video_id, progress=not quiet)
+        result, written = localize_to(model, video, out, config=config, video_id=video_id, **products)
     else:
         result = localize_cached(model, features, video_id, config=config, progress=not quiet)
-    written = write_result(result, out, overlay=not no_overlay, save_maps=save_maps, progress=not quiet)
+        written = write_result(result, out, **products)
     for line in result.warnings:
         click.echo(f"avstm: warning: {line}", err=True)
     n = len(result.frames)
@@ -350,10 +436,29 @@ def localize_command(video, features, video_id, checkpoint, out, save_maps, no_o
     click.echo(f"{written.boxes}: {n} frames of {result.video_id} at {result.fps} fps"
                + (f"; {written.overlay}" if written.overlay else "")
                + (f"; {written.maps}" if written.maps else ""))
-    if n:
+    if n and not quiet:
         click.echo("  s/frame: " + ", ".join(f"{k} {t.get(k, 0.0) / n:.4f}"
                                              for k in ("decode", "backbones", "memnet", "boxes", "overlay")),
                    err=True)
+
+
+@cli.command("export")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path), callback=_file_out)
+@click.option("--evaluation", type=click.Path(path_type=Path), default=None,
+              help="A summary.txt of avstm evaluate for the model card [default: the run's newest eval-*/summary.txt].")
+@quiet_option
+def export_command(checkpoint, out, evaluation, quiet):
+    """Package a trained model in one file to share: weights, configs, classes, model card, SHA-256.
+
+    Writes OUT (e.g. model.avstm) and OUT.sha256; avstm.load and localize --checkpoint read it,
+    from a path or a URL with --sha256.
+    """
+    from avstm.share import export_model
+
+    done = export_model(checkpoint, out, evaluation=evaluation)
+    if not quiet:
+        click.echo(f"{done.path}: sha256 {done.sha256} ({done.checksum_file})")
 
 
 def _evaluate_default(name):
@@ -379,7 +484,7 @@ def _named_checkpoints(values) -> list[tuple[str | None, str]]:
 @click.option("--baseline", type=click.Choice(list(BASELINES)), default=None,
               help="Score a model-free baseline instead of a model.")
 @click.option("--ablation", is_flag=True, help="Every --checkpoint plus the baselines in one table.")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
+@click.option("--out", type=click.Path(path_type=Path), default=None, callback=_folder_out,
               help="Output folder (default: beside the checkpoint, maps or annotations).")
 @click.option("--split", default=_evaluate_default("split"), show_default=True)
 @click.option("--protocol", type=click.Choice(list(PROTOCOLS)), default=_evaluate_default("protocol"),
@@ -397,12 +502,12 @@ def _named_checkpoints(values) -> list[tuple[str | None, str]]:
 @click.option("--figure-frames", type=int, default=_evaluate_default("figure_frames"), show_default=True)
 @click.option("--map", type=click.Choice(list(MAPS)), default=None,
               help="A model's map to score [default: the checkpoint's].")
-@click.option("--device", default=_evaluate_default("device"), show_default=True)
+@device_option(_evaluate_default("device"))
 @click.option("--extended", is_flag=True,
               help="Also score non-sounding pairs (background seconds, silence, noise, another video's audio): AP, max-F1, activated share; model and baselines.")
 @click.option("--confidence", type=click.Choice(["background", "map-max"]), default="background",
               show_default=True, help="--extended: the model's confidence, 1 - p(background) or the map's maximum.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option
 def evaluate_command(annotations, checkpoint, features, maps, ablation, out, groups, size, modes,
                      quiet, extended, confidence, **options):
     """Score localization maps (a model, a maps file or a baseline) against box annotations.
@@ -458,24 +563,30 @@ def evaluate_command(annotations, checkpoint, features, maps, ablation, out, gro
     check_writable(out)
     result = evaluate(annotations, checkpoint=ckpt, features=features, maps=maps, config=config,
                       out_dir=out, groups=groups, progress=not quiet)
+    from avstm.evaluate.verdict import write_summary
+
+    words = write_summary(result, annotations, features=features, groups=groups)
     click.echo(result.summary())
-    click.echo(f"{result.metrics_path}" + (f", {result.figure_path}" if result.figure_path else ""),
+    click.echo(f"{result.metrics_path}, {words}" + (f", {result.figure_path}" if result.figure_path else ""),
                err=True)
 
 
 @cli.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("avstm-demo"), show_default=True,
+              callback=_folder_out,
               help="Folder for the dataset, cache, run, evaluation and localization.")
 @click.option("--videos", type=int, default=config_default(DemoConfig, "videos"), show_default=True)
 @click.option("--seconds", type=int, default=config_default(DemoConfig, "seconds"), show_default=True)
 @click.option("--epochs", type=int, default=config_default(DemoConfig, "epochs"), show_default=True)
 @click.option("--audio-weights", default=config_default(DemoConfig, "audio_weights"), show_default=True,
               help="random (offline) or a VGGish state-dict file.")
-@click.option("--device", default=config_default(DemoConfig, "device"), show_default=True)
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@device_option(config_default(DemoConfig, "device"))
+@quiet_option
 def demo(out, quiet, **options):
-    """Every stage on a small generated dataset (CPU, a few minutes): synth, extract, train,
-    evaluate against the centre prior, localize one test video."""
+    """Every stage on a small generated dataset in a few CPU minutes, against the centre prior.
+
+    synth, extract, train, evaluate (beside the centre prior and the whole image), localize one
+    test video."""
     from avstm.demo import run_demo
 
     result = run_demo(out, config=make_config(DemoConfig, **options), progress=not quiet, log=click.echo)

@@ -19,6 +19,7 @@ from avstm.datasets import read_ave
 from avstm.evaluate.annotations import read_ground_truth
 from avstm.evaluate.report import format_method_table
 from avstm.evaluate.run import EvaluateConfig, evaluate
+from avstm.evaluate.verdict import compare
 from avstm.extract.config import ExtractConfig
 from avstm.extract.pipeline import extract
 from avstm.io import write_json
@@ -79,21 +80,8 @@ class DemoResult:
 
 
 def compare_to_prior(model: dict, prior: dict, mode: str) -> str:
-    """One line: the model against the centre prior on pointing, mean cIoU and success@0.5
-    (binarisation ``mode``), from two report summaries."""
-    parts, ahead = [], 0
-    for name, get, pct in (
-            ("pointing", lambda s: s["pointing"]["hit"], True),
-            ("mean cIoU", lambda s: s["ciou"][mode]["mean"], False),
-            ("success@0.5", lambda s: s["ciou"][mode]["success"], True)):
-        a, b = get(model), get(prior)
-        if a is None or b is None:
-            continue
-        ahead += a > b
-        text = (f"{100 * a:.1f} vs {100 * b:.1f} %" if pct else f"{a:.3f} vs {b:.3f}")
-        parts.append(f"{name} {text} ({'ahead' if a > b else 'behind'})")
-    word = "ahead of" if ahead == len(parts) and parts else "not ahead of"
-    return f"verdict: the model is {word} the centre prior: " + ", ".join(parts)
+    """One line: the model against the centre prior (``evaluate.verdict.compare``)."""
+    return compare(model, prior, mode, "the centre prior")
 
 
 def run_demo(out: str | Path, *, config: DemoConfig = DemoConfig(), progress: bool = True,

@@ -480,6 +480,37 @@ def iter_frames(path: str | os.PathLike, *, fps: int = 4, size: tuple[int, int] 
     yield from settled(rest, seconds)
 
 
+def iter_source_frames(path: str | os.PathLike, *, threads: int = 0
+                       ) -> Iterator[tuple[float, np.ndarray]]:
+    """Every decoded frame of the video stream in display order, upright: yields
+    (t seconds from the first frame, (H, W, 3) uint8 RGB). For overlays at the source's own
+    frame rate; a damaged tail ends the stream after the last frame that decoded."""
+    path = Path(path)
+    upright = _FrameSelector(None, 1, None)._convert
+
+    def rgb(frame) -> np.ndarray:
+        # plain 4:2:0 without rotation: cv2's BT.601 conversion, as swscale's, in half its time
+        if (frame.format.name == "yuv420p" and not int(getattr(frame, "rotation", 0) or 0)
+                and frame.width % 2 == 0 and frame.height % 2 == 0):
+            return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
+        return upright(frame)
+
+    last_t = None
+    with _open(path) as container:
+        video, _ = _streams(container, path)
+        _set_threads(video, threads)
+        origin = _video_origin(video)
+        try:
+            for frame in container.decode(video):
+                t = _frame_time(frame, origin)
+                t = t if t is not None else (last_t + 1e-6 if last_t is not None else 0.0)
+                last_t = t
+                yield t, rgb(frame)
+        except av.FFmpegError as e:
+            if last_t is None:
+                raise MediaError(path, f"cannot decode ({_reason(e)})") from None
+
+
 def read_audio(path: str | os.PathLike, *, duration: float | None = None) -> tuple[np.ndarray, bool]:
     """Decode only the audio: (M,) float32 16 kHz mono on the video clock, and whether a stream existed.
 

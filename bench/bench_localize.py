@@ -1,15 +1,16 @@
-"""`avstm localize` on one video: seconds per frame by part.
+"""`avstm localize` on one video, end to end, against the backbones alone.
 
 A checkpoint of an untrained STMNet (random weights; the speed does not depend on them) is
-written with an extract config of random-init backbones, then `avstm.localize.run.localize`
-runs over a reference clip (480×360 30 fps H.264 + AAC) and its timings are divided by the
-frames: decode (frames at the sample times at native size, audio, resize), backbones, memnet
-(STMNet.step frame by frame), boxes (Otsu + contours, or with --rpn detector proposals + NMS),
-and overlay (write_result's overlay.mp4: a second decoding pass, drawing, encoding).
-The reference in the same run is the extraction-side cost of the same frames: the backbones on
-one batch, per frame (`FeatureExtractor.visual` + `.audio`).
+written with an extract config of random-init backbones, then `avstm.localize.run.localize_to`
+(what `avstm localize --video` runs) localizes a reference clip (default 1280×720 25 fps H.264
++ 44.1 kHz AAC) into a folder: decode, backbones, memory, boxes, and the overlay at the
+source frame rate (every frame drawn and encoded by a worker thread beside the model, the
+audio copied), boxes.json. Its wall-clock time per sampled frame is compared with the
+backbones alone on the same sampled frames (`FeatureExtractor.visual` + `.audio` in batches
+of --batch-size): the ratio is the whole command's cost over the backbones' cost.
 
     python bench/bench_localize.py --device cpu --backbone efficientnet_lite0
+    python bench/bench_localize.py --device cpu --backbone resnet152 --width 1280 --height 720
     python bench/bench_localize.py --device cuda --rpn
 """
 
@@ -20,12 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 from avstm.extract.config import ExtractConfig  # noqa: E402
 from avstm.extract.pipeline import FeatureExtractor, audio_examples  # noqa: E402
-from avstm.localize.run import LocalizeConfig, load_localize_model, localize, write_result  # noqa: E402
+from avstm.localize.run import LocalizeConfig, load_localize_model, localize_to  # noqa: E402
 from avstm.memnet.checkpoint import save_checkpoint  # noqa: E402
 from avstm.memnet.model import ModelConfig, STMNet  # noqa: E402
 from avstm import media  # noqa: E402
@@ -47,20 +50,35 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--rpn", action="store_true", help="also time the detector-proposal boxes")
+    p.add_argument("--width", type=int, default=1280)
+    p.add_argument("--height", type=int, default=720)
+    p.add_argument("--fps", type=int, default=25, help="the clip's own frame rate")
+    p.add_argument("--repeat", type=int, default=3, help="end-to-end runs, each followed by a reference run")
     args = p.parse_args()
     device = common.device_of(args.device)
     seconds = 2.0 if args.quick else args.seconds
     work = Path(args.work)
-    clip = work / "clips" / f"localize_{int(seconds)}s.mp4"
+    clip = work / "clips" / f"localize_{int(seconds)}s_{args.width}x{args.height}_{args.fps}.mp4"
     if not clip.exists():
         clip.parent.mkdir(parents=True, exist_ok=True)
-        common.write_reference_clip(clip, seconds=seconds, seed=99)
+        common.write_reference_clip(clip, seconds=seconds, seed=99, width=args.width,
+                                    height=args.height, fps=args.fps)
     res = {"device": str(device), "backbone": args.backbone, "clip_seconds": seconds,
-           "batch_size": args.batch_size}
-    print(f"== localize: {args.backbone} on {device}, {clip.name} (480x360 30 fps), batch {args.batch_size}")
+           "clip": f"{args.width}x{args.height} {args.fps} fps", "batch_size": args.batch_size}
+    print(f"== localize: {args.backbone} on {device}, {clip.name}, batch {args.batch_size}")
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         ckpt = Path(tmp) / "model.pt"
         ex = make_checkpoint(ckpt, args.backbone, str(device))
+        clip_data = media.decode(clip, fps=ex.config.fps, size=(ex.config.frame_size, ex.config.frame_size))
+        examples = audio_examples(clip_data.audio, clip_data.times)
+        b = args.batch_size
+
+        def backbones():
+            for k in range(0, len(examples), b):
+                ex.visual(clip_data.frames[k:k + b])
+                ex.audio(examples[k:k + b])
+            common.sync(device)
+
         methods = ["otsu"] + (["rpn"] if args.rpn else [])
         for method in methods:
             cfg = LocalizeConfig(device=str(device), boxes=method, batch_size=args.batch_size,
@@ -68,23 +86,31 @@ def main() -> None:
             t0 = time.perf_counter()
             model = load_localize_model(ckpt, config=cfg)
             load_s = time.perf_counter() - t0
-            localize(model, clip, config=cfg, progress=False)  # warm-up (autotuning, first calls)
-            result = localize(model, clip, config=cfg, progress=False)
-            write_result(result, Path(tmp) / method, overlay=True, progress=False)
+            localize_to(model, clip, Path(tmp) / "warm", config=cfg, progress=False)  # first calls
+            backbones()
+            walls, refs = [], []
+            for _ in range(args.repeat):  # alternated, so that a shared machine's load hits both alike
+                t0 = time.perf_counter()
+                result, _ = localize_to(model, clip, Path(tmp) / method, config=cfg, progress=False)
+                walls.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                backbones()
+                refs.append(time.perf_counter() - t0)
             n = len(result.frames)
+            wall, tb = float(np.median(walls)) / n, float(np.median(refs)) / len(examples)
             res[f"{method}_frames"] = n
+            res[f"{method}_overlay_frames"] = result.overlay["frames"]
             res[f"{method}_load_s"] = load_s
+            res[f"{method}_end_to_end_s_per_frame"] = wall
+            res[f"{method}_reference_backbones_s_per_frame"] = tb
+            res[f"{method}_ratio_end_to_end_to_backbones"] = wall / tb
             for key, value in result.timings.items():
                 res[f"{method}_{key}_s_per_frame"] = value / n
-            print(f"  {method}: {n} frames; s/frame: " + ", ".join(
-                f"{k} {v / n:.4f}" for k, v in result.timings.items()) + f" (loading {load_s:.1f} s)")
-        clip_data = media.decode(clip, fps=4, size=(ex.config.frame_size, ex.config.frame_size))
-        frames = clip_data.frames[:args.batch_size]
-        examples = audio_examples(clip_data.audio, clip_data.times[:args.batch_size])
-        tb = common.timeit(lambda: (ex.visual(frames), ex.audio(examples)), device=device, repeat=3)
-        res["reference_backbones_s_per_frame"] = tb / len(frames)
-        res["ratio_localize_backbones_to_reference"] = res["otsu_backbones_s_per_frame"] / (tb / len(frames))
-        print(f"  reference: the backbones on one batch of {len(frames)} frames {tb / len(frames):.4f} s/frame")
+            print(f"  {method}: {n} sampled frames, {result.overlay['frames']} overlay frames; "
+                  f"end to end {wall:.4f} s/frame (median of {args.repeat}), the backbones alone on "
+                  f"the same frames {tb:.4f}: ratio {wall / tb:.2f}; last run's main thread s/frame: "
+                  + ", ".join(f"{k} {v / n:.4f}" for k, v in result.timings.items())
+                  + f" (loading {load_s:.1f} s)")
     common.report(f"localize_{device.type}", res, args.json)
 
 

@@ -1,4 +1,5 @@
-"""Small real mp4 clips for the tests (H.264 + AAC through avstm's PyAV writer).
+"""Small real mp4 clips (H.264 + AAC through avstm's PyAV writer) and an untrained checkpoint
+for the tests.
 
 ``index_frames`` draws each frame's index as a binary code of black/white bars, so a test can
 read back exactly which source frame it got after lossy encoding.
@@ -38,6 +39,12 @@ def read_index(frame: np.ndarray) -> int:
     return sum(1 << b for b, on in enumerate(bits) if on)
 
 
+def tone(seconds: float, hz: float, sample_rate: int = 16000) -> np.ndarray:
+    """(M,) float32 sine of amplitude 0.3."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    return (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
 def write_clip(path, frames: np.ndarray | None = None, *, fps: float = 24, seconds: float | None = None,
                audio: np.ndarray | None = None, sample_rate: int = 16000, layout: str = "mono",
                codec: str = "libx264", pix_fmt: str = "yuv420p", audio_stream: bool = True,
@@ -54,6 +61,21 @@ def write_clip(path, frames: np.ndarray | None = None, *, fps: float = 24, secon
     if audio is not None and audio.ndim == 1:
         audio = audio[None]
     return write_mp4(path, frames, fps, audio, sample_rate, codec=codec, pix_fmt=pix_fmt, rotation=rotation)
+
+
+def tiny_checkpoint(path, classes=("beep", "hum")) -> Path:
+    """An untrained STMNet behind random-init EfficientNet-Lite0 + VGGish (no downloads)."""
+    from avstm.extract.config import ExtractConfig
+    from avstm.extract.pipeline import FeatureExtractor
+    from avstm.memnet.checkpoint import save_checkpoint
+    from avstm.memnet.model import ModelConfig, STMNet
+
+    ex = FeatureExtractor(ExtractConfig(visual_backbone="efficientnet_lite0", visual_weights="random",
+                                        audio_weights="random", device="cpu"))
+    net = STMNet(ModelConfig(visual_channels=ex.config.visual_channels, num_classes=len(classes) + 1,
+                             dim=32, hidden=32))
+    return save_checkpoint(path, net.eval(), train_config={}, classes=list(classes),
+                           extract_config=ex.config.to_dict(), epoch=0)
 
 
 def write_audio_only(path, seconds: float = 1.0, rate: int = 16000, *, cover: bool = False) -> Path:

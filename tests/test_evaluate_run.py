@@ -257,3 +257,22 @@ def test_map_choice_is_scored_and_named(data, model_run):
     assert alpha["overall"]["ciou"][mode]["mean"] != model_run.metrics["overall"]["ciou"][mode]["mean"]
     with pytest.raises(ValueError, match="map"):
         EvaluateConfig(map="nope")
+
+
+def test_summary_txt_says_in_words_how_the_model_did_against_the_baselines(data, model_run):
+    from avstm.evaluate.run import evaluate
+
+    text = (model_run.out / "summary.txt").read_text()
+    lines = text.splitlines()
+    o = model_run.metrics["overall"]
+    mode = model_run.metrics["binarisations"]["primary"]
+    assert f"pointing {100 * o['pointing']['hit']:.1f} %" in lines[1]
+    centre = evaluate(data.boxes, features=data.cache, progress=False, config=EvaluateConfig(
+        baseline="centre", figure_videos=0)).report.overall
+    want = f"pointing {100 * o['pointing']['hit']:.1f} vs {100 * centre['pointing']['hit']:.1f} %"
+    verdict = next(line for line in lines if "the centre prior" in line)
+    assert verdict.startswith("verdict: the model is ") and want in verdict
+    ahead = [o["ciou"][mode]["mean"] > centre["ciou"][mode]["mean"], o["pointing"]["hit"] > centre["pointing"]["hit"]]
+    if not all(ahead):
+        assert "not ahead of the centre prior" in verdict
+    assert any("the whole image" in line for line in lines)

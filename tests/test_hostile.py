@@ -533,8 +533,9 @@ def test_localize_without_audio_stream_warns_and_uses_silence(corpus, localizer)
     run, model, config, _, _ = localizer
     result = run.localize(model, corpus / "noaudio.mp4", config=config, progress=False)
     assert not result.has_audio
-    assert result.warnings == [f"{corpus / 'noaudio.mp4'}: no audio stream; localized over silence (no sounding "
-                               f"object: every frame should be background)"]
+    assert result.warnings == [f"{corpus / 'noaudio.mp4'}: no audio stream; every frame is background "
+                               f"(no audio), no boxes"]
+    assert all(f.state == "no audio" and not f.boxes for f in result.frames)
 
 
 @pytest.mark.parametrize("name", ["vfr"])

@@ -6,9 +6,12 @@ import av
 import numpy as np
 import pytest
 
+from avstm import media
 from avstm.errors import MediaError
 from avstm.localize.boxes import Box
-from avstm.localize.overlay import BOX_COLOR, render_overlay, write_overlay_video
+from avstm.localize.overlay import (BOX_COLOR, QUIET_BACKGROUND, OverlaySample, OverlayWriter,
+                                    render_overlay)
+from clips import index_frames, read_index, write_clip
 
 H, W = 120, 160
 BOX = Box(xyxy=(40.0, 30.0, 120.0, 90.0), score=0.5)
@@ -39,11 +42,26 @@ def test_render_keeps_size_and_dtype():
     assert out.shape == (H, W, 3) and out.dtype == np.uint8
 
 
-def test_heatmap_is_hot_at_the_peak_and_cold_far_away():
+def test_heatmap_colours_the_peak_and_leaves_the_rest_of_the_frame_alone():
     out = render_overlay(grey_frame(), peak_map(), [], alpha=1.0).astype(int)
-    hot, cold = out[22, 30], out[110, 150]  # the peak cell (row 1, col 1) vs the far corner
+    hot = out[22, 30]  # the peak cell (row 1, col 1)
     assert hot[0] > 100 and hot[1] < 30 and hot[2] < 30  # JET's top: dark red
-    assert cold[2] > 100 and cold[0] < 30 and cold[1] < 30  # JET's bottom: dark blue
+    assert (out[60:, :] == 90).all() and (out[:, 80:] == 90).all()  # not tinted elsewhere
+
+
+def test_colorbar_is_drawn_at_the_right_edge_only_when_asked():
+    plain = render_overlay(grey_frame(), peak_map(), [])
+    barred = render_overlay(grey_frame(), peak_map(), [], show_colorbar=True)
+    differs = np.flatnonzero((barred != plain).any(axis=(0, 2)))
+    assert len(differs) and differs.min() > W * 0.9
+    top, bottom = barred[4, differs[len(differs) // 2]], barred[35, differs[len(differs) // 2]]
+    assert top[0] > 100 and top[2] < 60 and bottom[1] > 100  # red peak above, green-yellow floor
+
+
+def test_quiet_label_has_its_own_background():
+    quiet = render_overlay(grey_frame(200), None, [], label="no audio", quiet=True)
+    loud = render_overlay(grey_frame(200), None, [], label="no audio")
+    assert tuple(quiet[1, 1]) == QUIET_BACKGROUND and tuple(loud[1, 1]) == (0, 0, 0)
 
 
 def test_box_edges_drawn_inside_the_box():
@@ -67,74 +85,135 @@ def test_render_does_not_modify_input():
     assert (frame == 90).all()
 
 
-def test_video_has_right_frame_count_size_and_audio_duration(tmp_path):
-    path = tmp_path / "overlay.mp4"
-    frames = (render_overlay(grey_frame(), peak_map(), [BOX]) for _ in range(10))
-    write_overlay_video(path, frames, 4.0, tone(2.5))
+
+# ---- OverlayWriter on real clips -------------------------------------------------------------
+
+FPS = 25
+N_SOURCE = 83  # 3.32 s: an odd number of frames, not a whole number of seconds
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """An H.264 clip at 25 fps with 44.1 kHz stereo AAC, each frame showing its index."""
+    root = tmp_path_factory.mktemp("overlay")
+    return write_clip(root / "src.mp4", index_frames(N_SOURCE, 320, 240), fps=FPS,
+                      sample_rate=44100, layout="stereo")
+
+
+def samples_of(duration: float, sounding: bool = True) -> list[OverlaySample]:
+    times = media.frame_times(duration, 4).reshape(-1)
+    return [OverlaySample(time=float(t), amap=peak_map(), boxes=[BOX], label=f"s{j}",
+                          sounding=sounding) for j, t in enumerate(times)]
+
+
+def streams(path):
     with av.open(str(path)) as c:
-        v, a = c.streams.video[0], c.streams.audio[0]
-        assert v.codec_context.name == "h264" and a.codec_context.name == "aac"
-        assert (v.width, v.height) == (W, H)
-        assert float(a.duration * a.time_base) == pytest.approx(2.5, abs=0.1)
-        assert a.rate == 16000
-    assert len(decode_video(path)) == 10
-    with av.open(str(path)) as c:
-        samples = sum(f.samples for f in c.decode(audio=0))
-    assert samples / 16000 == pytest.approx(2.5, abs=0.1)
+        v = c.streams.video[0]
+        a = c.streams.audio[0] if c.streams.audio else None
+        audio = None if a is None else (a.codec_context.name, a.codec_context.sample_rate,
+                                        a.codec_context.channels)
+        return c.duration / 1e6, audio, [f.to_ndarray(format="rgb24") for f in c.decode(v)]
 
 
-def test_audio_longer_than_video_is_cut_to_video_duration(tmp_path):
-    path = tmp_path / "cut.mp4"
-    write_overlay_video(path, (grey_frame() for _ in range(8)), 8.0, tone(5.0))
-    with av.open(str(path)) as c:
-        a = c.streams.audio[0]
-        assert float(a.duration * a.time_base) == pytest.approx(1.0, abs=0.1)
+def test_every_source_frame_over_the_whole_duration_with_the_audio_copied(source, tmp_path):
+    writer = OverlayWriter(tmp_path / "o.mp4", source)
+    writer.push(samples_of(N_SOURCE / FPS))
+    info = writer.close()
+    duration, audio, frames = streams(tmp_path / "o.mp4")
+    src_duration, src_audio, src_frames = streams(source)
+    assert len(frames) == len(src_frames) == N_SOURCE == info["frames"]
+    assert [read_index(f) for f in frames] == list(range(N_SOURCE))  # in order, none held twice
+    assert abs(duration - src_duration) <= 1 / FPS
+    assert audio == src_audio == ("aac", 44100, 2)
+    assert info["maps"] == "held" and info["audio"].startswith("copied")
+    with av.open(str(source)) as a, av.open(str(tmp_path / "o.mp4")) as b:
+        pa = [bytes(p) for p in a.demux(audio=0) if p.size]
+        pb = [bytes(p) for p in b.demux(audio=0) if p.size]
+    assert pa == pb  # the same AAC packets: no re-encode
 
 
-def test_drawn_box_is_visible_in_decoded_video(tmp_path):
-    path = tmp_path / "box.mp4"
-    frames = (render_overlay(grey_frame(), None, [BOX], box_scores=False) for _ in range(3))
-    write_overlay_video(path, frames, 4.0, None)
-    decoded = decode_video(path)[1].astype(int)
-    edge = decoded[40:80, 40:42]       # left edge, 2 px wide (line width 2)
-    inside = decoded[40:80, 60:100]
-    assert np.abs(edge - np.array(BOX_COLOR)).max() <= 40
-    assert np.abs(inside - 90).max() <= 20
+def test_samples_pushed_in_chunks_while_writing_give_the_same_video(source, tmp_path):
+    all_at_once = OverlayWriter(tmp_path / "a.mp4", source)
+    all_at_once.push(samples_of(N_SOURCE / FPS))
+    all_at_once.close()
+    chunked = OverlayWriter(tmp_path / "b.mp4", source)
+    samples = samples_of(N_SOURCE / FPS)
+    for k in range(0, len(samples), 5):
+        chunked.push(samples[k:k + 5])
+    chunked.close()
+    fa, fb = streams(tmp_path / "a.mp4")[2], streams(tmp_path / "b.mp4")[2]
+    assert all((x == y).all() for x, y in zip(fa, fb)) and len(fa) == len(fb)
 
 
-def test_odd_frame_size_is_padded_to_even(tmp_path):
-    path = tmp_path / "odd.mp4"
-    write_overlay_video(path, (grey_frame(61, 81) for _ in range(2)), 4.0, None)
-    with av.open(str(path)) as c:
-        assert (c.streams.video[0].width, c.streams.video[0].height) == (82, 62)
-        assert len(c.streams.audio) == 0
+def test_each_frame_holds_the_nearest_sample(source, tmp_path):
+    """Samples alternate sounding / quiet (the label's background); each source frame shows
+    the sample nearest its time, and the last 0.32 s hold the last sample."""
+    samples = samples_of(3.0)
+    samples = [OverlaySample(s.time, None, [], "x", j % 2 == 0) for j, s in enumerate(samples)]
+    writer = OverlayWriter(tmp_path / "h.mp4", source)
+    writer.push(samples)
+    writer.close()
+    frames = streams(tmp_path / "h.mp4")[2]
+    times = np.array([s.time for s in samples])
+    mid = (times[:-1] + times[1:]) / 2  # a frame exactly between two samples takes the later
+    for i, img in enumerate(frames):
+        j = int(np.searchsorted(mid, i / FPS, side="right"))
+        quiet = abs(int(img[2, 2].mean()) - QUIET_BACKGROUND[0]) < 20
+        assert quiet == (j % 2 == 1), (i, j)
+    assert j == len(samples) - 1 and len(frames) == N_SOURCE
 
 
-def test_write_is_atomic_and_any_extension_gives_mp4(tmp_path):
-    path = tmp_path / "out.video"
-    write_overlay_video(path, (grey_frame() for _ in range(2)), 4.0, None)
-    assert [p.name for p in tmp_path.iterdir()] == ["out.video"]
-    with av.open(str(path)) as c:
-        assert "mp4" in c.format.name
+def test_audio_of_a_codec_mp4_cannot_hold_is_reencoded_at_its_rate_and_layout(tmp_path):
+    path = tmp_path / "pcm.mkv"
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=FPS)
+        v.width, v.height, v.pix_fmt = 128, 96, "yuv420p"
+        a = c.add_stream("pcm_s16le", rate=22050, layout="stereo")
+        for i, img in enumerate(index_frames(50)):
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts = i
+            c.mux(v.encode(f))
+        t = np.arange(2 * 22050) / 22050
+        wave = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16)
+        af = av.AudioFrame.from_ndarray(np.stack([wave, wave]).T.reshape(1, -1).copy(),
+                                        format="s16", layout="stereo")
+        af.sample_rate, af.pts = 22050, 0
+        c.mux(a.encode(af))
+        c.mux(v.encode(None))
+        c.mux(a.encode(None))
+    writer = OverlayWriter(tmp_path / "o.mp4", path)
+    writer.push(samples_of(2.0))
+    info = writer.close()
+    duration, audio, frames = streams(tmp_path / "o.mp4")
+    assert audio == ("aac", 22050, 2) and info["audio"].startswith("re-encoded from pcm_s16le")
+    assert len(frames) == 50 and abs(duration - 2.0) < 0.1
 
 
-def test_no_frames_raises_media_error(tmp_path):
-    with pytest.raises(MediaError, match="no frames"):
-        write_overlay_video(tmp_path / "empty.mp4", iter([]), 4.0, None)
-    assert not list(tmp_path.iterdir())
+def test_frames_dir_gets_one_png_per_sample_of_the_frame_then_on_screen(source, tmp_path):
+    import cv2
+
+    writer = OverlayWriter(None, source, frames_dir=tmp_path / "png", video_id="clip")
+    samples = samples_of(N_SOURCE / FPS)
+    writer.push(samples)
+    writer.close()
+    names = sorted(p.name for p in (tmp_path / "png").iterdir())
+    assert names == sorted(f"clip_{s.time:.3f}.png" for s in samples)
+    img = cv2.cvtColor(cv2.imread(str(tmp_path / "png" / "clip_1.625.png")), cv2.COLOR_BGR2RGB)
+    assert img.shape == (240, 320, 3) and read_index(img[120:]) == int(1.625 * FPS)
+    assert not (tmp_path / "o.mp4").exists()
 
 
-def test_frame_size_change_midway_raises_and_leaves_no_file(tmp_path):
-    frames = [grey_frame(), grey_frame(60, 80)]
-    with pytest.raises(ValueError, match="frame 1"):
-        write_overlay_video(tmp_path / "bad.mp4", frames, 4.0, None)
-    assert not list(tmp_path.iterdir())
+def test_abort_leaves_no_file(source, tmp_path):
+    writer = OverlayWriter(tmp_path / "x.mp4", source)
+    writer.push(samples_of(1.0)[:2])
+    writer.abort()
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_audio_content_survives_encoding(tmp_path):
-    path = tmp_path / "tone.mp4"
-    write_overlay_video(path, (grey_frame() for _ in range(8)), 4.0, tone(2.0))
-    with av.open(str(path)) as c:
-        pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
-    rms = float(np.sqrt(np.mean(pcm[1600:28800] ** 2)))  # 0.1–1.8 s, away from the edges
-    assert rms == pytest.approx(0.3 / np.sqrt(2), rel=0.15)
+def test_unreadable_source_raises_at_close_and_leaves_no_file(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all" * 10)
+    writer = OverlayWriter(tmp_path / "x.mp4", bad)
+    with pytest.raises(MediaError, match="bad.mp4"):
+        writer.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.mp4"]

@@ -39,7 +39,7 @@ def test_nms_keeps_the_best_of_overlapping_boxes():
                       [60, 60, 90, 90]])   # elsewhere, S = 0
     grounded = ground(boxes, amap, iou_threshold=0.5)
     assert [b.xyxy for b in grounded] == [(18.0, 18.0, 42.0, 42.0)]
-    assert grounded[0].score == pytest.approx(400.0)
+    assert grounded[0].score == pytest.approx(1.0)  # the whole map's mass lies inside
 
 
 def test_ground_keeps_separate_boxes_ranked_by_attention():
@@ -49,7 +49,7 @@ def test_ground_keeps_separate_boxes_ranked_by_attention():
     boxes = np.array([[10, 10, 20, 20], [60, 60, 80, 80], [12, 12, 20, 20]])
     grounded = ground(boxes, amap, iou_threshold=0.5)
     assert [b.xyxy for b in grounded] == [(60.0, 60.0, 80.0, 80.0), (10.0, 10.0, 20.0, 20.0)]
-    assert [b.score for b in grounded] == pytest.approx([400.0, 50.0])
+    assert [b.score for b in grounded] == pytest.approx([400.0 / 450.0, 50.0 / 450.0])
 
 
 def test_ground_max_boxes():

@@ -24,7 +24,7 @@ from avstm.localize import (LocalizeConfig, load_localize_model, localize, local
 from avstm.memnet.checkpoint import read_checkpoint, save_checkpoint
 from avstm.memnet.model import ModelConfig, STMNet
 from avstm.memnet.train import TrainConfig
-from clips import write_clip
+from clips import tone as _tone, write_clip
 
 W, H = 160, 120
 CLASSES = ["beep", "hum"]
@@ -40,11 +40,6 @@ def _scene_frames(n: int, seed: int) -> np.ndarray:
     return frames
 
 
-def _tone(seconds: float, hz: float) -> np.ndarray:
-    t = np.arange(int(seconds * 16000)) / 16000
-    return (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Clips, a cache of two of them (EfficientNet-Lite0 + random VGGish) and a checkpoint of a
@@ -58,6 +53,9 @@ def world(tmp_path_factory):
                                 audio=_tone(seconds, hz))
     clip["short"] = write_clip(root / "short.mp4", _scene_frames(7, 9), fps=fps, audio=_tone(7 / fps, 440.0))
     clip["mute"] = write_clip(root / "mute.mp4", _scene_frames(12, 8), fps=fps, audio_stream=False)
+    # a real-codec clip of odd length at 25 fps with 44.1 kHz stereo AAC: 83 frames, 3.32 s
+    clip["odd"] = write_clip(root / "odd.mp4", _scene_frames(83, 5), fps=25, sample_rate=44100,
+                             layout="stereo")
     items = [VideoItem(id=k, path=str(clip[k]), label=c, split="train", segments=((0.0, math.inf, c),))
              for k, c in (("a", "beep"), ("b", "hum"), ("gone", "beep"))]
     cache = root / "cache.h5"
@@ -116,18 +114,20 @@ def test_cli_boxes_json_has_one_entry_per_sampled_frame(cli_run):
     assert frame["class"] in CLASSES + ["background"] and 0.0 < frame["probability"] <= 1.0
 
 
-def test_cli_overlay_decodes_with_audio_at_sampling_fps(cli_run):
+def test_cli_overlay_decodes_with_audio_at_the_source_fps(cli_run):
     out, doc = cli_run
     frames, has_audio, rate = _decode_all(out / "overlay.mp4")
-    assert len(frames) == len(doc["frames"]) and frames[0].shape == (H, W, 3)
-    assert has_audio and rate == 4
+    assert len(frames) == 120 and frames[0].shape == (H, W, 3)  # every source frame of 10 s
+    assert has_audio and rate == 12
+    assert doc["overlay"]["maps"] == "held" and doc["overlay"]["frames"] == 120
 
 
 def test_cli_overlay_draws_boxes_where_boxes_json_says(cli_run):
     out, doc = cli_run
     frames, _, _ = _decode_all(out / "overlay.mp4")
     checked = 0
-    for img, entry in zip(frames, doc["frames"]):
+    for entry in doc["frames"]:
+        img = frames[int(entry["time"] * 12)]  # the source frame on screen at the sample time
         for box in entry["boxes"][:1]:  # the best box: its score label sits at its top-left
             x1, y1, x2, y2 = (int(round(v)) for v in box["xyxy"])
             if x2 - x1 < 8 or y2 - y1 < 8:
@@ -191,10 +191,12 @@ def mute_run(world):
     return out, json.loads((out / "boxes.json").read_text()), r.stderr
 
 
-def test_clip_without_audio_is_localized_over_silence(mute_run):
+def test_clip_without_audio_is_background_without_boxes(mute_run):
     _, doc, _ = mute_run
     assert doc["video"]["has_audio"] is False and len(doc["frames"]) == 4
     assert any("no audio stream" in w for w in doc["warnings"])
+    assert all(f["state"] == "no audio" and f["class"] == "background" and f["boxes"] == []
+               for f in doc["frames"])
 
 
 def test_cli_warns_in_one_line_for_a_clip_without_audio(mute_run):
@@ -203,10 +205,64 @@ def test_cli_warns_in_one_line_for_a_clip_without_audio(mute_run):
     assert len(warns) == 1 and "no audio stream" in warns[0]
 
 
-def test_overlay_of_a_clip_without_audio_has_no_audio_stream(mute_run):
+def test_overlay_of_a_clip_without_audio_shows_the_no_audio_state_and_nothing_else(world, mute_run):
+    from avstm.localize.overlay import QUIET_BACKGROUND
+
     out, _, _ = mute_run
     frames, has_audio, _ = _decode_all(out / "overlay.mp4")
-    assert len(frames) == 4 and not has_audio
+    source, _, _ = _decode_all(world["clip"]["mute"])
+    assert len(frames) == len(source) == 12 and not has_audio
+    for img, src in zip(frames, source):
+        assert np.abs(img[1:4, 1:4].astype(int) - QUIET_BACKGROUND).max() < 16  # the quiet label
+        below = np.abs(img[30:].astype(int) - src[30:]).mean()  # no heatmap, no box
+        assert below < 6.0  # the re-encode of the noisy scene alone differs by about 2.3
+
+
+def test_overlay_of_an_odd_length_25_fps_clip_has_every_frame_and_the_source_audio(world, tmp_path):
+    clip = world["clip"]["odd"]
+    r = CliRunner().invoke(cli, ["localize", "--video", str(clip), "--checkpoint", str(world["ckpt"]),
+                                 "--out", str(tmp_path), "--device", "cpu", "--quiet", "--colorbar",
+                                 "--frames", str(tmp_path / "png")], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    src, out = media.probe(clip), media.probe(tmp_path / "overlay.mp4")
+    frames, _, rate = _decode_all(tmp_path / "overlay.mp4")
+    assert len(frames) == 83 and rate == 25
+    assert abs(out.duration - src.duration) <= 1 / 25 and src.duration == pytest.approx(3.32, abs=0.05)
+    with av.open(str(clip)) as a, av.open(str(tmp_path / "overlay.mp4")) as b:
+        sa, sb = a.streams.audio[0].codec_context, b.streams.audio[0].codec_context
+        assert (sb.name, sb.sample_rate, sb.channels) == (sa.name, sa.sample_rate, sa.channels) == ("aac", 44100, 2)
+    doc = json.loads((tmp_path / "boxes.json").read_text())
+    assert len(doc["frames"]) == 12 and doc["video"]["fps"] == 4  # the model ran at its trained fps
+    assert doc["overlay"]["audio"].startswith("copied")
+    assert len(list((tmp_path / "png").glob("odd_*.png"))) == 12
+
+
+def test_fps_other_than_trained_warns(world, tmp_path):
+    r = CliRunner().invoke(cli, ["localize", "--video", str(world["clip"]["short"]), "--checkpoint",
+                                 str(world["ckpt"]), "--out", str(tmp_path), "--device", "cpu",
+                                 "--quiet", "--fps", "2", "--no-overlay"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    warns = [line for line in r.stderr.splitlines() if "warning" in line]
+    assert len(warns) == 1 and "--fps 2 differs from the 4 fps" in warns[0]
+
+
+def test_rerun_without_overlay_or_maps_removes_the_old_ones(world, tmp_path):
+    args = ["localize", "--video", str(world["clip"]["short"]), "--checkpoint", str(world["ckpt"]),
+            "--out", str(tmp_path), "--device", "cpu", "--quiet"]
+    assert CliRunner().invoke(cli, args + ["--save-maps"], catch_exceptions=False).exit_code == 0
+    assert (tmp_path / "overlay.mp4").is_file() and (tmp_path / "maps.npz").is_file()
+    assert CliRunner().invoke(cli, args + ["--no-overlay"], catch_exceptions=False).exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["boxes.json"]
+
+
+def test_background_frames_get_no_boxes(world, model):
+    res = localize(model, world["clip"]["a"], config=LocalizeConfig(device="cpu"), progress=False)
+    states = {f.state for f in res.frames}
+    assert states <= {"sounding", "background"}
+    for f in res.frames:
+        assert (f.state == "sounding") == (f.class_name != "background")
+        if f.state == "background":
+            assert f.boxes == []
 
 
 def test_fps_option_changes_the_sampling(world, model):
@@ -225,7 +281,7 @@ def test_cli_features_id_writes_boxes_and_overlay_from_source(world, tmp_path):
     assert len(doc["frames"]) == 8 and doc["video"]["features"] == str(world["cache"])
     assert (doc["video"]["width"], doc["video"]["height"]) == (W, H)
     frames, has_audio, _ = _decode_all(tmp_path / "overlay.mp4")
-    assert len(frames) == 8 and has_audio
+    assert len(frames) == 24 and has_audio  # 2 s of source frames at 12 fps
 
 
 def test_cached_video_without_source_gives_no_overlay_and_a_warning(world, model, tmp_path):
@@ -257,7 +313,7 @@ def test_rpn_boxes_from_random_detector_lie_in_the_frame(world, model):
     assert boxes and all(len(f.boxes) <= 2 for f in res.frames)
     xyxy = np.array([b.xyxy for b in boxes])
     assert (xyxy[:, :2] >= 0).all() and (xyxy[:, 2] <= W).all() and (xyxy[:, 3] <= H).all()
-    assert all(b.score > 0 for b in boxes)
+    assert all(0 < b.score <= 1 for b in boxes)  # the share of the map inside, as for Otsu
 
 
 # ---- checkpoint and weights -------------------------------------------------------------------

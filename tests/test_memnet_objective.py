@@ -47,7 +47,7 @@ def test_train_config_builds_the_model_the_options_need():
     m = config.model_config(visual_channels=4, num_classes=3)
     assert m.visual_head and m.audio_dropout == 0.3 and m.attention_scale == "learned" and m.map == "alpha_hat"
     assert not TrainConfig().model_config(visual_channels=4, num_classes=3).visual_head
-    with pytest.raises(ValueError, match="visual_loss"):
+    with pytest.raises(ValueError, match="contrastive must be >= 0, got -1.0"):
         TrainConfig(contrastive=-1.0)
     with pytest.raises(ValueError, match="map"):
         TrainConfig(map="nope")

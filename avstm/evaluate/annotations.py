@@ -16,6 +16,7 @@ Empty files and malformed entries raise :class:`avstm.errors.AnnotationError`.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import os
@@ -418,11 +419,26 @@ READERS = {
 }
 
 
+def _is_ave_labels(path: Path) -> bool:
+    """AVE's Annotations.txt: ``Category&VideoID&Quality&StartTime&EndTime`` lines."""
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as f:
+            lines = [line.strip() for line in itertools.islice(f, 3) if line.strip()]
+    except OSError:
+        return False
+    return bool(lines) and all(line.count("&") == 4 and line.rsplit("&", 1)[-1].strip().isdigit()
+                               for line in lines[1:] or lines)
+
+
 def detect_format(path: str | os.PathLike) -> str:
     """Name the format of a ground-truth file or folder (a key of READERS)."""
     path = Path(path)
     if path.is_dir():
         return "flickr"
+    if _is_ave_labels(path):
+        raise AnnotationError(path, "AVE labels, not boxes (its lines give each video's event "
+                                    "class and seconds); --annotations needs box ground truth: "
+                                    f"{', '.join(READERS)}")
     data = _load_json(path)
     if isinstance(data, dict) and data.get("format") == AVSTM_FORMAT:
         return "avstm"

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from avstm.cache import FeatureCache, compare_configs
+from avstm.device import resolve_device  # noqa: F401  (evaluate.run reads it from here)
 from avstm.errors import AnnotationError, AvstmError, ConfigMismatch
 from avstm.io import atomic_path
 
@@ -149,13 +150,6 @@ class VideoMaps:
     pred_class: np.ndarray | None = None  # (N,) argmax of the step's logits
     true_class: np.ndarray | None = None  # (N,) label of the step's second
     seconds: tuple[int, int] = (0, 0)  # (correct, total) per-second classification
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda when present, else cpu; anything else as torch reads it."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @torch.no_grad()

@@ -105,8 +105,10 @@ class EvaluateConfig(PlainConfig):
             raise ValueError(f"unknown baseline {self.baseline!r}; valid: {', '.join(BASELINES)}")
         if self.tolerance is not None and not self.tolerance >= 0:
             raise ValueError(f"tolerance must be >= 0 seconds, got {self.tolerance}")
-        if self.figure_videos < 0 or self.figure_frames < 1:
-            raise ValueError("figure_videos must be >= 0 and figure_frames >= 1")
+        if self.figure_videos < 0:
+            raise ValueError(f"figure_videos must be >= 0, got {self.figure_videos}")
+        if self.figure_frames < 1:
+            raise ValueError(f"figure_frames must be >= 1, got {self.figure_frames}")
 
     def metrics_config(self) -> MetricsConfig:
         return MetricsConfig(size=(self.size, self.size), modes=self.modes, primary=self.primary,

@@ -44,8 +44,9 @@ class ExtractConfig(PlainConfig):
     def __post_init__(self):
         if self.dtype not in ("float16", "float32"):
             raise ValueError(f"dtype must be float16 or float32, not {self.dtype!r}")
-        if self.fps < 1 or self.frame_size < 32 or self.batch_size < 1 or self.workers < 0:
-            raise ValueError("fps ≥ 1, frame_size ≥ 32, batch_size ≥ 1 and workers ≥ 0 are required")
+        for name, low in (("fps", 1), ("frame_size", 32), ("batch_size", 1), ("workers", 0)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be at least {low}, got {getattr(self, name)}")
         from avstm.media import decode_device_index  # here: the config module stays light
 
         decode_device_index(self.decode_device)

@@ -36,22 +36,12 @@ from avstm.datasets import Dataset, VideoItem, anchored_times, second_labels
 from avstm.errors import HardwareDecodeError, MediaError
 from avstm.io import check_free_space, check_writable, human_bytes
 from avstm.extract.backbones import VISUAL_BACKBONES, VisualBackbone, load_visual_backbone, weights_checksum
+from avstm.device import resolve_device
 from avstm.extract.config import CONTENT_FIELDS, ExtractConfig
 from avstm.extract.vggish import example_windows, load_vggish, log_mel
 
 TIMING_KEYS = ("setup", "decode", "decode_wait", "stage", "transfer", "backbone", "write", "close")
 ESTIMATE_SECONDS = 10  # the length assumed for a video in the first estimate of the space needed (AVE's)
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" → cuda when present, else cpu; anything else as torch reads it. A bare "cuda"
-    under torchrun means this process's GPU, ``cuda:LOCAL_RANK``."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return device
 
 
 @dataclasses.dataclass
@@ -248,9 +238,10 @@ def _as_is(d: Decoded) -> Decoded:
 def decode_device(config: ExtractConfig) -> str | None:
     """The hardware decoder of ``config`` for ``media.decode`` ("cuda:N"), or None (software).
     A bare "cuda" under torchrun is this rank's GPU."""
-    if config.decode_device == "cpu":
+    index = media.decode_device_index(config.decode_device)
+    if index is None:
         return None
-    return str(resolve_device(config.decode_device))
+    return f"cuda:{index or os.environ.get('LOCAL_RANK', '0')}"  # FFmpeg's NVDEC, not torch's
 
 
 def decode_loader(items: list[VideoItem], config: ExtractConfig, *, start_method: str | None = None

@@ -4,7 +4,8 @@ The paper's second way of turning α̂ into boxes: take the boxes of a COCO-pret
 R-CNN ResNet-50-FPN (torchvision), score each by S_n = Σ m_n ⊙ α̂ (m_n the box's binary mask
 on the frame, α̂ upsampled to the frame and min-max normalised), and keep the best after
 non-maximum suppression. The detector's own class and score only decide which boxes are
-proposed (``score_threshold``), not their rank.
+proposed (``score_threshold``), not their rank. A kept box's score is S_n divided by the
+map's whole mass: the share of the map inside it, in [0, 1], as for the Otsu boxes.
 """
 
 from __future__ import annotations
@@ -147,7 +148,8 @@ def ground(boxes: np.ndarray, amap: np.ndarray, *, iou_threshold: float = 0.5,
 
     boxes: (P, 4) float xyxy frame pixels. amap: (H, W) frame-sized map in [0, 1].
     iou_threshold: NMS drops a box overlapping a better one by more than this IoU.
-    Returns ``Box`` objects (score = S_n) best first, at most ``max_boxes`` (None: all).
+    Returns ``Box`` objects best first, at most ``max_boxes`` (None: all), each scored by the
+    share of the map's mass inside it, S_n / Σ α̂, in [0, 1] (the ranking is S_n's).
     Boxes with no attention inside (S_n = 0) are dropped.
     """
     if max_boxes is not None and max_boxes < 1:
@@ -161,4 +163,6 @@ def ground(boxes: np.ndarray, amap: np.ndarray, *, iou_threshold: float = 0.5,
     keep = nms(torch.from_numpy(boxes), torch.from_numpy(scores), float(iou_threshold)).numpy()
     if max_boxes is not None:
         keep = keep[:max_boxes]
-    return [Box(xyxy=tuple(float(v) for v in boxes[i]), score=float(scores[i])) for i in keep]
+    total = float(np.asarray(amap, dtype=np.float64).sum())
+    return [Box(xyxy=tuple(float(v) for v in boxes[i]), score=min(1.0, float(scores[i]) / total))
+            for i in keep]

@@ -76,11 +76,26 @@ def save_checkpoint(path: str | os.PathLike, model: STMNet, *, train_config: dic
     return write_bytes(path, buf.getbuffer())
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"  # the first bytes of an HDF5 file (a feature cache)
+
+
 def read_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> dict:
     """The raw checkpoint dict (see the module docstring), checked for its format."""
     path = Path(path)
+    if path.is_dir():
+        hint = next((f"; did you mean {path / n}?" for n in ("best.pt", "last.pt")
+                     if (path / n).is_file()), " (give a run's best.pt or last.pt)")
+        raise CheckpointError(f"{path}: a folder, not a checkpoint{hint}")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise CheckpointError(f"{path}: {torch_load_problem(e)}") from None
+    if head == HDF5_SIGNATURE:
+        raise CheckpointError(f"{path}: an HDF5 feature cache, not a checkpoint (give a run's "
+                              f"best.pt or last.pt; the cache goes to --features)")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # torch raises pickle, zip and runtime errors alike

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from avstm.cache import FeatureCache, compare_configs
 from avstm.config import PlainConfig
+from avstm.device import resolve_device
 from avstm.errors import CacheError, CheckpointError, ConfigMismatch
 from avstm.extract.config import CONTENT_FIELDS
 from avstm.io import atomic_path, check_writable, remove_stale_temporaries, write_json
@@ -77,8 +78,16 @@ class TrainConfig(PlainConfig):
     contrastive: float = 0.0  # weight of the in-batch audio-visual contrastive term
 
     def __post_init__(self):
-        if self.visual_loss < 0 or self.contrastive < 0:
-            raise ValueError("visual_loss and contrastive must be >= 0")
+        for name in ("visual_loss", "contrastive"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
         if self.labels not in data.LABEL_MODES:
             raise ValueError(f"labels must be one of {data.LABEL_MODES}, got {self.labels!r}")
         if self.in_memory not in IN_MEMORY_CHOICES:
@@ -119,10 +128,7 @@ class _Dist:
 def _setup_distributed(config: TrainConfig) -> tuple[_Dist, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if config.device == "auto":
-        device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(f"cuda:{local}" if config.device == "cuda" else config.device)
+    device = resolve_device(config.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     d = _Dist(local_rank=local)

@@ -57,12 +57,15 @@ class SynthConfig(PlainConfig):
             problems.append("whole_event_share must lie in [0, 1]")
         if not 0.0 <= self.partner_share <= 1.0:
             problems.append("partner_share must lie in [0, 1]")
-        if self.width < 32 or self.height < 32 or self.width % 2 or self.height % 2:
-            problems.append("width and height must be even and >= 32")
-        if self.seconds < 1 or self.fps < 1:
-            problems.append("seconds and fps must be >= 1")
-        if self.fps % self.annotation_fps:
-            problems.append("fps must be a multiple of annotation_fps")
+        for name in ("width", "height"):
+            if getattr(self, name) < 32 or getattr(self, name) % 2:
+                problems.append(f"{name} must be even and >= 32, got {getattr(self, name)}")
+        for name in ("seconds", "fps"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.fps >= 1 and self.fps % self.annotation_fps:
+            problems.append(f"fps must be a multiple of the {self.annotation_fps} annotated "
+                            f"frames per second, got {self.fps}")
         if not 1 <= self.min_event_seconds <= self.seconds:
             problems.append("min_event_seconds must lie in [1, seconds]")
         if not 0 <= self.distractors[0] <= self.distractors[1]:
@@ -76,7 +79,7 @@ class SynthConfig(PlainConfig):
         if abs(sum(self.split_shares) - 1.0) > 1e-6:
             problems.append("split_shares must sum to 1")
         if problems:
-            raise ValueError("SynthConfig: " + "; ".join(problems))
+            raise ValueError("; ".join(problems))
 
     @classmethod
     def from_dict(cls, d: dict) -> "SynthConfig":

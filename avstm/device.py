@@ -1,0 +1,46 @@
+"""The one reading of a ``--device`` value, shared by every stage and command."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import torch
+
+from avstm.errors import AvstmError
+
+DEVICE_HELP = "auto (cuda when a GPU is present, else cpu), cpu, cuda or cuda:N."
+_NAME = re.compile(r"^(auto|cpu|cuda)(?::(\d+))?$")
+
+
+class DeviceError(AvstmError):
+    """A device name that is not one, or a device this machine lacks."""
+
+
+def check_device(name: str, *, option: str = "--device") -> str:
+    """Return ``name`` if it is auto, cpu, cuda or cuda:N and usable here; else DeviceError
+    with a one-line message naming ``option``."""
+    m = _NAME.match(str(name))
+    if m is None or (m.group(2) is not None and m.group(1) != "cuda"):
+        raise DeviceError(f"{option} {name}: not a device; use auto, cpu, cuda or cuda:N")
+    if m.group(1) == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"{option} {name}: no CUDA GPU on this machine; use {option} cpu "
+                              f"or {option} auto")
+        count = torch.cuda.device_count()
+        if m.group(2) is not None and int(m.group(2)) >= count:
+            raise DeviceError(f"{option} {name}: this machine has {count} CUDA GPU(s), "
+                              f"cuda:0 to cuda:{count - 1}")
+    return str(name)
+
+
+def resolve_device(name: str, *, option: str = "--device") -> torch.device:
+    """``check_device``, then "auto" → cuda when present, else cpu. A bare "cuda" (or "auto"
+    on a GPU machine) means this process's GPU, ``cuda:LOCAL_RANK`` under torchrun."""
+    check_device(name, option=option)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
