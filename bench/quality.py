@@ -144,9 +144,13 @@ def main() -> None:
     ap.add_argument("--fps", type=int, default=12, help="video frame rate of the generated clips")
     ap.add_argument("--hard", type=float, default=0.3)
     ap.add_argument("--data-seed", type=int, default=1)
+    ap.add_argument("--frame-size", type=int, default=ExtractConfig.frame_size,
+                    help="frames are resized to this square before the backbone (256: an 8×8 map, 512: 16×16)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     ap.add_argument("--option-modes", nargs="+", default=["full"], choices=MODES)
+    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES,
+                    help="memory modes of the recipes trained with every mode (a subset: a quicker first look)")
     ap.add_argument("--maps", nargs="+", default=list(MAPS), choices=list(MAPS))
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -173,7 +177,8 @@ def main() -> None:
     print(f"[quality] synth: {seconds['synth']:.0f} s", flush=True)
     features = out / "features.h5"
     ecfg = ExtractConfig(visual_backbone="efficientnet_lite0", visual_weights="imagenet",
-                         audio_weights="random", workers=args.workers, batch_size=32, device=args.device)
+                         audio_weights="random", workers=args.workers, batch_size=32, device=args.device,
+                         frame_size=args.frame_size)
     timed("extract", lambda: extract(read_ave(data), features, config=ecfg, progress=False))
     print(f"[quality] extract: {seconds['extract']:.0f} s", flush=True)
     truth = read_ground_truth(data / "boxes.json")
@@ -190,7 +195,7 @@ def main() -> None:
             results["ceilings"] = {k: v for k, v in r.ceilings().items() if k != "grids"}
 
     for recipe in args.recipes:
-        modes = MODES if recipe in ALL_MODES else tuple(args.option_modes)
+        modes = tuple(args.modes) if recipe in ALL_MODES else tuple(args.option_modes)
         for mode in modes:
             for seed in args.seeds:
                 run = out / "runs" / recipe / mode / f"seed{seed}"
