@@ -52,7 +52,7 @@ import h5py
 import numpy as np
 import torch
 
-from avstm import __version__
+from avstm._version import __version__
 from avstm.errors import CacheError, ConfigMismatch, StorageError
 from avstm.io import check_free_space, check_writable, is_storage_error, storage_error, write_bytes
 

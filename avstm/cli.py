@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 import click
 
-from avstm import __version__
+from avstm._version import __version__
 from avstm.device import DEVICE_HELP
 from avstm.errors import AvstmError
 from avstm.demo import DemoConfig

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from avstm import __version__
+from avstm._version import __version__
 from avstm.errors import CheckpointError
 from avstm.io import torch_load_problem, write_bytes
 from avstm.memnet.model import ModelConfig, STMNet
