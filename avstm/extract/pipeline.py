@@ -31,13 +31,13 @@ import torch
 from tqdm import tqdm
 
 from avstm import media
-from avstm.cache import CacheWriter, VideoRecord, check_unlocked, finite_max_abs, lock_path, merge_caches
+from avstm.cache import CONTENT_FIELDS, CacheWriter, VideoRecord, check_unlocked, finite_max_abs, lock_path, merge_caches
 from avstm.datasets import Dataset, VideoItem, anchored_times, second_labels
 from avstm.errors import HardwareDecodeError, MediaError
 from avstm.io import check_free_space, check_writable, human_bytes
 from avstm.extract.backbones import VISUAL_BACKBONES, VisualBackbone, load_visual_backbone, weights_checksum
 from avstm.device import resolve_device
-from avstm.extract.config import CONTENT_FIELDS, ExtractConfig
+from avstm.extract.config import ExtractConfig
 from avstm.extract.vggish import example_windows, load_vggish, log_mel
 
 TIMING_KEYS = ("setup", "decode", "decode_wait", "stage", "transfer", "backbone", "write", "close")

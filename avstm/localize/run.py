@@ -33,10 +33,10 @@ import torch
 from tqdm import tqdm
 
 from avstm import media
-from avstm.cache import FeatureCache, compare_configs
+from avstm.cache import FeatureCache, check_fits
 from avstm.config import PlainConfig
 from avstm.errors import CheckpointError, ConfigMismatch, MediaError
-from avstm.extract.config import CONTENT_FIELDS, ExtractConfig
+from avstm.extract.config import ExtractConfig
 from avstm.extract.pipeline import FeatureExtractor, audio_examples, resolve_device
 from avstm.localize.boxes import Box, maps_to_boxes_batch, upsample_map
 from avstm.localize.overlay import OverlaySample, OverlayWriter
@@ -545,14 +545,7 @@ def localize(model: LocalizeModel, video: str | os.PathLike | Opened, *,
 
 
 def _check_cache_fits(model: LocalizeModel, cache: FeatureCache) -> None:
-    stored = model.info.extract_config
-    fields = [f for f in CONTENT_FIELDS if f not in ("cache_format", "dtype")]
-    diff = compare_configs(cache.config, stored, fields=fields)
-    if diff:
-        parts = ", ".join(f"{k}: {cache.config.get(k)!r} in the cache, {stored.get(k)!r} in the "
-                          f"checkpoint" for k in diff)
-        raise ConfigMismatch(f"{cache.path}: features of another extract config than "
-                             f"{model.checkpoint} was trained on ({parts})")
+    check_fits(model.checkpoint, model.info.extract_config, cache.path, cache.config)
 
 
 def localize_cached(model: LocalizeModel, cache: str | os.PathLike, video_id: str, *,

@@ -28,11 +28,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from avstm.cache import FeatureCache, compare_configs
+from avstm.cache import FeatureCache, check_fits, compare_configs
 from avstm.config import PlainConfig
 from avstm.device import resolve_device
 from avstm.errors import CacheError, CheckpointError, ConfigMismatch
-from avstm.extract.config import CONTENT_FIELDS
 from avstm.io import atomic_path, check_writable, remove_stale_temporaries, write_json
 from avstm.memnet import data
 from avstm.memnet.checkpoint import read_checkpoint, save_checkpoint
@@ -154,16 +153,10 @@ def _fits_on_gpu(memory: dict, infos: list[data.VideoInfo], device: torch.device
     return need < 0.5 * free
 
 
-def _check_resume(ckpt: dict, cache_cfg: dict, classes: list[str], config: TrainConfig, path) -> None:
-    stored = ckpt.get("extract_config", {})
-    # Only the fields that decide the cache's content (not e.g. the extractor's worker count).
-    fields = [k for k in CONTENT_FIELDS if k in stored or k in cache_cfg]
-    diff = compare_configs(stored, cache_cfg, fields=fields)
-    if diff:
-        what = ", ".join(f"{k}: {stored.get(k)!r} then, {cache_cfg.get(k)!r} now" for k in diff)
-        raise ConfigMismatch(f"{path}: trained on a cache of another extract config ({what})")
-    if ckpt.get("classes") != classes:
-        raise ConfigMismatch(f"{path}: trained on other classes than the cache holds")
+def _check_resume(ckpt: dict, cache_path, cache_cfg: dict, classes: list[str], config: TrainConfig,
+                  path) -> None:
+    check_fits(path, ckpt.get("extract_config") or {}, cache_path, cache_cfg,
+               trained_classes=ckpt.get("classes") or [], cache_classes=classes)
     saved = TrainConfig.from_dict(ckpt.get("train_config", {})).to_dict()
     diff = [k for k in compare_configs(saved, config.to_dict()) if k not in RUNTIME_FIELDS]
     if diff:
@@ -271,7 +264,7 @@ def _train(cache_path, out, config, resume, progress, on_epoch, d: _Dist, device
         if not resume:
             raise CheckpointError(f"{last_path}: a run exists here; pass --resume or choose another --out")
         ckpt = read_checkpoint(last_path)
-        _check_resume(ckpt, cache_cfg, classes, config, last_path)
+        _check_resume(ckpt, cache_path, cache_cfg, classes, config, last_path)
 
     model_config = config.model_config(visual_channels=visual_channels, num_classes=len(classes) + 1)
     torch.manual_seed(config.seed)
