@@ -22,8 +22,7 @@ from avstm.evaluate.protocols import PROTOCOLS
 from avstm.evaluate.run import EvaluateConfig
 from avstm.extract.config import ExtractConfig
 from avstm.localize.run import LocalizeConfig
-from avstm.memnet.model import ATTENTION_SCALES, MAPS
-from avstm.memnet.train import TrainConfig
+from avstm.memnet.config import ATTENTION_SCALES, MAPS, TrainConfig
 from avstm.synth.config import SIZES as SYNTH_SIZES, SynthConfig
 
 

@@ -7,10 +7,10 @@ from avstm._lazy import lazy_exports
 _EXPORTS = {
     "CheckpointInfo": "avstm.memnet.checkpoint", "load_model": "avstm.memnet.checkpoint",
     "save_checkpoint": "avstm.memnet.checkpoint",
-    "MEMORY_MODES": "avstm.memnet.model", "ModelConfig": "avstm.memnet.model", "STMNet":
+    "MEMORY_MODES": "avstm.memnet.config", "ModelConfig": "avstm.memnet.config", "STMNet":
     "avstm.memnet.model", "STMOutput": "avstm.memnet.model", "StreamState":
     "avstm.memnet.model",
-    "TrainConfig": "avstm.memnet.train", "TrainResult": "avstm.memnet.train", "train":
+    "TrainConfig": "avstm.memnet.config", "TrainResult": "avstm.memnet.train", "train":
     "avstm.memnet.train",
 }
 __all__ = sorted([*_EXPORTS])
