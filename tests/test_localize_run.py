@@ -212,7 +212,7 @@ def test_overlay_of_a_clip_without_audio_shows_the_no_audio_state_and_nothing_el
     frames, has_audio, _ = _decode_all(out / "overlay.mp4")
     source, _, _ = _decode_all(world["clip"]["mute"])
     assert len(frames) == len(source) == 12 and not has_audio
-    for img, src in zip(frames, source):
+    for img, src in zip(frames, source, strict=True):
         assert np.abs(img[1:4, 1:4].astype(int) - QUIET_BACKGROUND).max() < 16  # the quiet label
         below = np.abs(img[30:].astype(int) - src[30:]).mean()  # no heatmap, no box
         assert below < 6.0  # the re-encode of the noisy scene alone differs by about 2.3
