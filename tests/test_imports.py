@@ -45,3 +45,14 @@ def test_public_names_resolve_on_first_use():
                           "from avstm import ExtractConfig, __version__\n"
                           "assert set(avstm.__all__) <= set(dir(avstm))")
     assert "torch" in loaded and "avstm.extract.pipeline" in loaded
+
+
+@pytest.mark.parametrize("command", [[], ["extract"], ["train"], ["localize"], ["evaluate"], ["synth"],
+                                     ["demo"], ["export"], ["cache"]])
+def test_help_of_every_command_loads_no_torch(command):
+    # the CLI builds its options from the stages' configs, which import no torch
+    loaded = loaded_after("from avstm.cli import cli\n"
+                          f"try:\n    cli({command + ['--help']!r}, prog_name='avstm')\n"
+                          "except SystemExit as e:\n    assert e.code == 0, e.code\n")
+    assert "avstm.cli" in loaded
+    assert not [m for m in HEAVY if m in loaded]

@@ -21,7 +21,7 @@ _EXPORTS = {
     "avstm.evaluate.inputs", "match_time": "avstm.evaluate.inputs", "read_groups":
     "avstm.evaluate.inputs", "run_model": "avstm.evaluate.inputs", "write_maps":
     "avstm.evaluate.inputs",
-    "AblationResult": "avstm.evaluate.run", "EvaluateConfig": "avstm.evaluate.run",
+    "AblationResult": "avstm.evaluate.run", "EvaluateConfig": "avstm.evaluate.config",
     "EvaluationResult": "avstm.evaluate.run", "evaluate": "avstm.evaluate.run",
     "evaluate_ablation": "avstm.evaluate.run",
     "PROTOCOLS": "avstm.evaluate.protocols", "Protocol": "avstm.evaluate.protocols",

@@ -12,7 +12,7 @@ _EXPORTS = {
     "render_overlay": "avstm.localize.overlay",
     "ProposalDetector": "avstm.localize.proposals", "ground": "avstm.localize.proposals",
     "load_detector": "avstm.localize.proposals", "score_proposals": "avstm.localize.proposals",
-    "LocalizeConfig": "avstm.localize.run", "LocalizedFrame": "avstm.localize.run",
+    "LocalizeConfig": "avstm.localize.config", "LocalizedFrame": "avstm.localize.run",
     "LocalizeModel": "avstm.localize.run", "LocalizeResult": "avstm.localize.run",
     "WrittenFiles": "avstm.localize.run", "load_localize_model": "avstm.localize.run",
     "localize": "avstm.localize.run", "localize_cached": "avstm.localize.run", "map_key":
