@@ -142,3 +142,16 @@ def test_the_extraction_path_scales_frames_as_the_backbone_was_trained():
     assert finite.all()
     for got in (launched.numpy(), ex.visual(frames)):
         assert np.abs(got - want).max() < 1e-4 * scale
+
+
+def test_a_bug_in_decoding_stops_the_run_instead_of_failing_each_video(ave_root, tmp_path, monkeypatch):
+    from avstm import media
+
+    def broken(*args, **kwargs):
+        raise TypeError("a programming error")
+
+    monkeypatch.setattr(media, "decode", broken)
+    config = ExtractConfig(visual_backbone="efficientnet_lite0", visual_weights="random",
+                           audio_weights="random", workers=0, device="cpu")
+    with pytest.raises(TypeError, match="a programming error"):
+        extract(read_ave(ave_root), tmp_path / "c.h5", config=config, progress=False)
