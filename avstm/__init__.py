@@ -10,21 +10,25 @@ and in one call: ``avstm.load("runs/stm/best.pt").localize("clip.mp4")`` (``avst
     evaluate(read_ground_truth("boxes.json"), checkpoint=..., features=..., config=EvaluateConfig())
 """
 
-__version__ = "0.1.0"
+from avstm._version import __version__
+from avstm._lazy import lazy_exports
 
-from avstm.api import load  # noqa: E402
-from avstm.cache import FeatureCache, merge_caches, verify_cache  # noqa: E402
-from avstm.datasets import read_ave, read_folder  # noqa: E402
-from avstm.errors import AvstmError  # noqa: E402
-from avstm.evaluate import EvaluateConfig, evaluate, evaluate_ablation, read_ground_truth  # noqa: E402
-from avstm.extract import ExtractConfig, extract  # noqa: E402
-from avstm.localize import LocalizeConfig, load_localize_model, localize  # noqa: E402
-from avstm.memnet import ModelConfig, STMNet, TrainConfig, load_model, train  # noqa: E402
-from avstm.share import export_model  # noqa: E402
-from avstm.synth import SynthConfig, generate  # noqa: E402
-
-__all__ = ["AvstmError", "EvaluateConfig", "ExtractConfig", "FeatureCache", "LocalizeConfig",
-           "ModelConfig", "STMNet", "SynthConfig", "TrainConfig", "__version__", "evaluate",
-           "evaluate_ablation", "export_model", "extract", "generate", "load", "load_localize_model", "load_model",
-           "localize", "merge_caches", "read_ave", "read_folder", "read_ground_truth", "train",
-           "verify_cache"]
+# public name -> the module that defines it; imported on first use (avstm/_lazy.py)
+_EXPORTS = {
+    "load": "avstm.api",
+    "FeatureCache": "avstm.cache", "merge_caches": "avstm.cache", "verify_cache":
+    "avstm.cache",
+    "read_ave": "avstm.datasets", "read_folder": "avstm.datasets",
+    "AvstmError": "avstm.errors",
+    "EvaluateConfig": "avstm.evaluate", "evaluate": "avstm.evaluate", "evaluate_ablation":
+    "avstm.evaluate", "read_ground_truth": "avstm.evaluate",
+    "ExtractConfig": "avstm.extract", "extract": "avstm.extract",
+    "LocalizeConfig": "avstm.localize", "load_localize_model": "avstm.localize", "localize":
+    "avstm.localize",
+    "ModelConfig": "avstm.memnet", "STMNet": "avstm.memnet", "TrainConfig": "avstm.memnet",
+    "load_model": "avstm.memnet", "train": "avstm.memnet",
+    "export_model": "avstm.share",
+    "SynthConfig": "avstm.synth", "generate": "avstm.synth",
+}
+__all__ = sorted([*_EXPORTS, "__version__"])
+lazy_exports(__name__, _EXPORTS)

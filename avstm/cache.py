@@ -52,7 +52,7 @@ import h5py
 import numpy as np
 import torch
 
-from avstm import __version__
+from avstm._version import __version__
 from avstm.errors import CacheError, ConfigMismatch, StorageError
 from avstm.io import check_free_space, check_writable, is_storage_error, storage_error, write_bytes
 
@@ -182,6 +182,34 @@ def open_cache_file(path: str | os.PathLike) -> h5py.File:
         reason = " ".join(str(e).split())
         inner = re.fullmatch(r".*?open file \((.*)\)", reason)
         raise CacheError(f"{path}: not a readable HDF5 file ({inner.group(1) if inner else reason})") from None
+
+
+# Fields of the extract config that decide a cache's content: a cache written with other values
+# is refused, by the writer (resume, merge) and by check_fits (a checkpoint's features).
+CONTENT_FIELDS = ("visual_backbone", "visual_weights_sha", "visual_tap", "visual_channels",
+                  "audio_weights_sha", "frame_size", "fps", "sample_rate", "dtype", "seed",
+                  "cache_format")
+
+
+def check_fits(checkpoint, trained_on: dict, cache_path, cache_config: dict, *,
+               trained_classes: list[str] | None = None, cache_classes: list[str] | None = None) -> None:
+    """Refuse a cache whose features are not those the ``checkpoint`` was trained on.
+
+    The one rule of ``avstm train --resume``, ``avstm localize --cache`` and ``avstm evaluate``:
+    every ``CONTENT_FIELDS`` value of the checkpoint's stored extract config (``trained_on``)
+    equals the cache's (a float32 cache does not fit a float16-trained checkpoint), and, when
+    both class lists are given, the classes are equal (localize reads maps, not labels, and
+    passes none). Raises ConfigMismatch naming both files and each differing field.
+    """
+    diff = compare_configs(trained_on, cache_config, fields=CONTENT_FIELDS)
+    if diff:
+        parts = ", ".join(f"{k}: {trained_on.get(k)!r} in the checkpoint, {cache_config.get(k)!r} "
+                          f"in the cache" for k in diff)
+        raise ConfigMismatch(f"{checkpoint}: trained on features of another extract config than "
+                             f"{cache_path} ({parts})")
+    if trained_classes is not None and cache_classes is not None \
+            and list(trained_classes) != list(cache_classes):
+        raise ConfigMismatch(f"{checkpoint}: trained on other classes than {cache_path} holds")
 
 
 def compare_configs(stored: dict, wanted: dict, *, fields: Iterable[str] | None = None) -> list[str]:

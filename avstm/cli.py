@@ -13,17 +13,16 @@ import warnings
 from pathlib import Path
 import click
 
-from avstm import __version__
+from avstm._version import __version__
 from avstm.device import DEVICE_HELP
 from avstm.errors import AvstmError
 from avstm.demo import DemoConfig
 from avstm.evaluate.baselines import BASELINES
 from avstm.evaluate.protocols import PROTOCOLS
-from avstm.evaluate.run import EvaluateConfig
+from avstm.evaluate.config import EvaluateConfig
 from avstm.extract.config import ExtractConfig
-from avstm.localize.run import LocalizeConfig
-from avstm.memnet.model import ATTENTION_SCALES, MAPS
-from avstm.memnet.train import TrainConfig
+from avstm.localize.config import LocalizeConfig
+from avstm.memnet.config import ATTENTION_SCALES, MAPS, TrainConfig
 from avstm.synth.config import SIZES as SYNTH_SIZES, SynthConfig
 
 

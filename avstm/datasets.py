@@ -70,9 +70,6 @@ class Dataset:
     items: list[VideoItem]
     classes: list[str]
 
-    def class_index(self, name: str) -> int:
-        return self.classes.index(name)
-
 
 def read_ave_annotations(path: str | os.PathLike) -> list[AveLine]:
     """Parse an AVE ``Annotations.txt`` (or split file): one AveLine per event line.
@@ -126,13 +123,6 @@ def read_ave_annotations(path: str | os.PathLike) -> list[AveLine]:
     if repeated:
         warnings.warn(f"{path}: {repeated} repeated line(s) ignored", stacklevel=2)
     return lines
-
-
-def _group_events(lines: list[AveLine]) -> dict[str, list[AveLine]]:
-    events: dict[str, list[AveLine]] = {}
-    for ln in lines:
-        events.setdefault(ln.video_id, []).append(ln)
-    return events
 
 
 def read_ave(root: str | os.PathLike) -> Dataset:

@@ -17,17 +17,14 @@ from typing import Callable
 from avstm.config import PlainConfig
 from avstm.datasets import read_ave
 from avstm.evaluate.annotations import read_ground_truth
+from avstm.evaluate.config import EvaluateConfig
 from avstm.evaluate.report import format_method_table
-from avstm.evaluate.run import EvaluateConfig, evaluate
 from avstm.evaluate.verdict import compare
 from avstm.extract.config import ExtractConfig
-from avstm.extract.pipeline import extract
 from avstm.io import write_json
-from avstm.localize.run import LocalizeConfig, load_localize_model, localize, write_result
-from avstm.memnet.model import DEFAULT_ATTENTION_SCALE, DEFAULT_MAP, MAPS
-from avstm.memnet.train import TrainConfig, train
+from avstm.localize.config import LocalizeConfig
+from avstm.memnet.config import DEFAULT_ATTENTION_SCALE, DEFAULT_MAP, MAPS, TrainConfig
 from avstm.synth.config import SynthConfig
-from avstm.synth.generate import generate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +84,13 @@ def compare_to_prior(model: dict, prior: dict, mode: str) -> str:
 def run_demo(out: str | Path, *, config: DemoConfig = DemoConfig(), progress: bool = True,
              log: Callable[[str], None] = print) -> DemoResult:
     """Run every stage into ``out``; returns where the outputs are."""
+    # the stages that load torch, imported when the demo runs (``avstm --help`` reads DemoConfig)
+    from avstm.evaluate.run import evaluate
+    from avstm.extract.pipeline import extract
+    from avstm.localize.run import load_localize_model, localize, write_result
+    from avstm.memnet.train import train
+    from avstm.synth.generate import generate
+
     out = Path(out)
     seconds: dict[str, float] = {}
     notes = [

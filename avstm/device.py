@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-
-import torch
+from typing import TYPE_CHECKING
 
 from avstm.errors import AvstmError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_HELP = "auto (cuda when a GPU is present, else cpu), cpu, cuda or cuda:N."
 _NAME = re.compile(r"^(auto|cpu|cuda)(?::(\d+))?$")
@@ -24,6 +26,8 @@ def check_device(name: str, *, option: str = "--device") -> str:
     if m is None or (m.group(2) is not None and m.group(1) != "cuda"):
         raise DeviceError(f"{option} {name}: not a device; use auto, cpu, cuda or cuda:N")
     if m.group(1) == "cuda":
+        import torch  # here, not at the top: the CLI reads DEVICE_HELP without loading torch
+
         if not torch.cuda.is_available():
             raise DeviceError(f"{option} {name}: no CUDA GPU on this machine; use {option} cpu "
                               f"or {option} auto")
@@ -37,6 +41,8 @@ def check_device(name: str, *, option: str = "--device") -> str:
 def resolve_device(name: str, *, option: str = "--device") -> torch.device:
     """``check_device``, then "auto" → cuda when present, else cpu. A bare "cuda" (or "auto"
     on a GPU machine) means this process's GPU, ``cuda:LOCAL_RANK`` under torchrun."""
+    import torch
+
     check_device(name, option=option)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"

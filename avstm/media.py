@@ -192,15 +192,6 @@ def _check_decoded(path, container, stream, what: str, decoded: float) -> None:
         raise MediaError(path, problem)
 
 
-def _rotation(video) -> int:
-    """Degrees counter-clockwise that make the frames upright, from the display matrix."""
-    try:
-        rot = video.codec_context.decoded_rotation if hasattr(video.codec_context, "decoded_rotation") else None
-    except Exception:  # pragma: no cover - depends on the FFmpeg build
-        rot = None
-    return int(rot or 0)
-
-
 def probe(path: str | os.PathLike) -> MediaInfo:
     """Read a file's header: duration, native fps, frame size, audio rate and channels.
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from avstm import __version__
+from avstm._version import __version__
 from avstm.errors import CheckpointError
 from avstm.io import atomic_path
 

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from avstm.cli import cli
 from avstm.datasets import read_ave, read_ave_annotations, read_folder, second_labels
 from avstm.errors import AnnotationError
+from avstm.evaluate import annotations as boxes
 
 AVE_OK = "Dog&ok&good&0&10\n"
 
@@ -199,9 +200,6 @@ def test_cli_reports_a_label_error_in_one_line(tmp_path):
 
 
 # ---- box annotations (avstm/evaluate/annotations.py) ------------------------------------------
-
-boxes = pytest.importorskip("avstm.evaluate.annotations")
-
 
 def write_boxes(path, videos) -> str:
     path.write_text(json.dumps({"format": "avstm-boxes/1", "videos": videos}))

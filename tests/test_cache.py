@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from avstm.cache import CacheWriter, FeatureCache, VideoRecord, finite_max_abs, merge_caches, video_key
+from avstm.cache import (CONTENT_FIELDS, CacheWriter, FeatureCache, VideoRecord, check_fits, finite_max_abs,
+                         merge_caches, video_key)
 from avstm.errors import CacheError, ConfigMismatch
 
 CFG = {"dtype": "float16", "fps": 4, "visual_channels": 8}
@@ -175,3 +176,14 @@ def test_reader_errors(tmp_path):
     (tmp_path / "x.h5").write_text("not hdf5")
     with pytest.raises(CacheError, match="not a readable HDF5"):
         FeatureCache(tmp_path / "x.h5")
+
+
+def test_check_fits_is_one_rule_of_every_content_field_and_the_classes():
+    trained = {k: f"v-{k}" for k in CONTENT_FIELDS}
+    check_fits("m.pt", trained, "c.h5", {**trained, "workers": 8}, trained_classes=["a"],
+               cache_classes=["a"])  # a field outside CONTENT_FIELDS does not matter
+    for field in CONTENT_FIELDS:
+        with pytest.raises(ConfigMismatch, match=f"^m.pt: .* c.h5 .*{field}: 'v-{field}' in the checkpoint"):
+            check_fits("m.pt", trained, "c.h5", {**trained, field: "other"})
+    with pytest.raises(ConfigMismatch, match="other classes"):
+        check_fits("m.pt", trained, "c.h5", trained, trained_classes=["a"], cache_classes=["b"])

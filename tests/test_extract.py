@@ -5,6 +5,7 @@ import json
 import h5py
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from avstm.cache import FeatureCache
@@ -115,3 +116,42 @@ def test_audio_examples_centred_on_frame_times():
     energy = ex.mean(axis=2)
     assert energy[1].argmax() in (46, 47, 48)  # the click sits in the middle of its example
     assert energy[1].max() > energy[0].max() + 3
+
+
+def test_the_extraction_path_scales_frames_as_the_backbone_was_trained():
+    # the frames that reach the network in extract (launch/collect) and in localize (visual) are
+    # (x / 255 - mean) / std with the backbone's own constants: a missing or wrong scaling
+    # changes every map by far more than float tolerance
+    from avstm.extract.backbones import VISUAL_BACKBONES
+    from avstm.extract.pipeline import FeatureExtractor
+
+    ex = FeatureExtractor(ExtractConfig(visual_backbone="efficientnet_lite0", visual_weights="random",
+                                        audio_weights="random", device="cpu", batch_size=4))
+    spec = VISUAL_BACKBONES["efficientnet_lite0"]
+    frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8))
+    x = frames.permute(0, 3, 1, 2).double() / 255.0
+    x = (x - torch.tensor(spec.mean, dtype=torch.float64).view(1, 3, 1, 1)) \
+        / torch.tensor(spec.std, dtype=torch.float64).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        want = ex.visual_net(x.float()).permute(0, 2, 3, 1).numpy()  # (3, 2, 2, C_v)
+        unscaled = ex.visual_net(frames.permute(0, 3, 1, 2).float() / 255.0).permute(0, 2, 3, 1).numpy()
+    # random-init maps are tiny (~1e-8): tolerances relative to their scale, not absolute ones
+    scale = np.abs(want).max()
+    assert scale > 0 and np.abs(want - unscaled).max() > 0.05 * scale  # the check can see a fault
+    launched, _, finite = ex.collect(ex.launch(frames, torch.zeros(3, 96, 64)))
+    assert finite.all()
+    for got in (launched.numpy(), ex.visual(frames)):
+        assert np.abs(got - want).max() < 1e-4 * scale
+
+
+def test_a_bug_in_decoding_stops_the_run_instead_of_failing_each_video(ave_root, tmp_path, monkeypatch):
+    from avstm import media
+
+    def broken(*args, **kwargs):
+        raise TypeError("a programming error")
+
+    monkeypatch.setattr(media, "decode", broken)
+    config = ExtractConfig(visual_backbone="efficientnet_lite0", visual_weights="random",
+                           audio_weights="random", workers=0, device="cpu")
+    with pytest.raises(TypeError, match="a programming error"):
+        extract(read_ave(ave_root), tmp_path / "c.h5", config=config, progress=False)

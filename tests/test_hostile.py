@@ -30,6 +30,8 @@ import pytest
 
 from avstm import media
 from avstm.cache import FeatureCache, verify_cache
+from avstm.localize import run
+from avstm.memnet import checkpoint
 from clips import index_frames, read_index, write_audio_only, write_clip
 
 EXTRACT_OPTIONS = ["--visual-backbone", "efficientnet_lite0", "--visual-weights", "imagenet",
@@ -402,7 +404,6 @@ class _Payload:
 
 
 def test_checkpoint_carrying_a_pickled_object_is_refused_without_running_it(tmp_path):
-    checkpoint = pytest.importorskip("avstm.memnet.checkpoint")
     import torch
     from avstm.errors import CheckpointError
 
@@ -421,7 +422,6 @@ def test_checkpoint_carrying_a_pickled_object_is_refused_without_running_it(tmp_
                                      pytest.param(b"not a checkpoint\n", id="text"),
                                      pytest.param(bytes(range(256)) * 4, id="bytes")])
 def test_garbage_checkpoint_is_a_one_line_error(tmp_path, content):
-    checkpoint = pytest.importorskip("avstm.memnet.checkpoint")
     from avstm.errors import CheckpointError
 
     path = tmp_path / "bad.pt"
@@ -476,7 +476,6 @@ def test_streaming_decoder_takes_the_vfr_frame_on_screen(corpus):
 
 @pytest.fixture(scope="module")
 def localizer(tmp_path_factory):
-    run = pytest.importorskip("avstm.localize.run")
     from avstm.extract.config import ExtractConfig
     from avstm.extract.pipeline import FeatureExtractor
     from avstm.memnet.checkpoint import save_checkpoint

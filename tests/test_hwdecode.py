@@ -82,7 +82,7 @@ def test_spawned_decoding_workers_give_the_forked_workers_output(clip):
     forked = list(decode_loader(items, cfg))
     spawned = list(decode_loader(items, cfg, start_method="spawn"))
     assert [d.item.id for d in spawned] == ["v0", "v1"] and all(d.error is None for d in spawned)
-    for a, b in zip(forked, spawned):
+    for a, b in zip(forked, spawned, strict=True):
         assert torch.equal(a.frames, b.frames) and torch.equal(a.logmel, b.logmel)
 
 

@@ -107,7 +107,7 @@ def test_upsample_maps_equals_one_by_one():
     amaps = np.random.default_rng(3).random((6, 8, 8))
     ups = upsample_maps(amaps, (24, 32))
     assert ups.shape == (6, 24, 32)
-    for up, amap in zip(ups, amaps):
+    for up, amap in zip(ups, amaps, strict=True):
         assert np.array_equal(up, upsample_map(amap, (24, 32)))
 
 
@@ -124,7 +124,7 @@ def test_box_sums_match_direct_sums():
     xyxy = np.array([[0, 0, 30, 20], [3, 4, 10, 9], [5.2, 1.7, 12.6, 8.4], [25, 15, 40, 30]])
     sums = box_sums(integral_image(amap), xyxy)
     yy, xx = np.mgrid[0:20, 0:30] + 0.5
-    for s, (x1, y1, x2, y2) in zip(sums, xyxy):
+    for s, (x1, y1, x2, y2) in zip(sums, xyxy, strict=True):
         mask = (xx >= x1) & (xx < x2) & (yy >= y1) & (yy < y2)
         assert s == pytest.approx(amap[mask].sum())
 

@@ -212,7 +212,7 @@ def test_overlay_of_a_clip_without_audio_shows_the_no_audio_state_and_nothing_el
     frames, has_audio, _ = _decode_all(out / "overlay.mp4")
     source, _, _ = _decode_all(world["clip"]["mute"])
     assert len(frames) == len(source) == 12 and not has_audio
-    for img, src in zip(frames, source):
+    for img, src in zip(frames, source, strict=True):
         assert np.abs(img[1:4, 1:4].astype(int) - QUIET_BACKGROUND).max() < 16  # the quiet label
         below = np.abs(img[30:].astype(int) - src[30:]).mean()  # no heatmap, no box
         assert below < 6.0  # the re-encode of the noisy scene alone differs by about 2.3
@@ -293,13 +293,16 @@ def test_cached_video_without_source_gives_no_overlay_and_a_warning(world, model
     assert (doc["video"]["width"], doc["video"]["height"]) == (256, 256)
 
 
-def test_cache_of_another_extract_config_is_refused(world, tmp_path):
+@pytest.mark.parametrize("field, value", [("visual_tap", "head"), ("dtype", "float16"),
+                                          ("cache_format", 0)])
+def test_cache_of_another_extract_config_is_refused(world, tmp_path, field, value):
+    # dtype and cache_format too: the rule of evaluate and train (avstm.cache.check_fits)
     ckpt = read_checkpoint(world["ckpt"])
-    ckpt["extract_config"]["visual_tap"] = "head"
+    ckpt["extract_config"][field] = value
     path = tmp_path / "other.pt"
     torch.save(ckpt, path)
     model = load_localize_model(path, config=LocalizeConfig(device="cpu"), backbones=False)
-    with pytest.raises(ConfigMismatch, match="visual_tap"):
+    with pytest.raises(ConfigMismatch, match=f"{field}: {value!r} in the checkpoint"):
         localize_cached(model, world["cache"], "a", progress=False)
 
 

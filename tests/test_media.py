@@ -63,7 +63,7 @@ def test_iter_frames_streams_the_same_frames(clip24):
     streamed = list(media.iter_frames(clip24, fps=4, size=(128, 96)))
     clip = media.decode(clip24, fps=4, size=(128, 96))
     assert [t for t, _ in streamed] == clip.times.tolist()
-    assert all(np.array_equal(a, b) for (_, a), b in zip(streamed, clip.frames))
+    assert all(np.array_equal(a, b) for (_, a), b in zip(streamed, clip.frames, strict=True))
 
 
 def test_no_audio_stream_is_silence(tmp_path):

@@ -64,5 +64,5 @@ def test_training_with_every_option_learns_and_round_trips(tmp_path, cache):  # 
     # the map is an inference choice: it can be replaced on loading, weights unchanged
     other, info2 = load_model(result.best_path, map="alpha_hat")
     assert info2.model_config.map == "alpha_hat" and info.model_config.map == config.map
-    for (k, a), (_, b) in zip(model.state_dict().items(), other.state_dict().items()):
+    for (k, a), (_, b) in zip(model.state_dict().items(), other.state_dict().items(), strict=True):
         assert torch.equal(a, b), k

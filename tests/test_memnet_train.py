@@ -92,8 +92,9 @@ def test_in_memory_copy_of_a_float16_cache_reads_back_exactly(tmp_path):
         infos = data.video_infos(c, "train")
     memory = data.preload(path, infos)
     assert memory[infos[0].id].visual.dtype == np.float16
-    for a, b in zip(data.TrainSeconds(path, infos, memory=memory)[(0, 1)],
-                    data.TrainSeconds(path, infos)[(0, 1)]):
+    held, read = data.TrainSeconds(path, infos, memory=memory)[(0, 1)], data.TrainSeconds(path, infos)[(0, 1)]
+    assert len(held) == len(read) == 3  # visual, audio, targets
+    for a, b in zip(held, read, strict=True):
         assert torch.equal(a, b)
 
 
@@ -115,14 +116,18 @@ def test_stored_items_converted_by_model_batch_equal_float_items(tmp_path, dtype
     for a, b in zip(plain, stored):
         b = data.model_batch(b, "cpu")
         assert b[0].shape[1:] == (T, CV, 8, 8) and b[0].dtype == torch.float32
-        assert all(torch.equal(x, y) for x, y in zip(a, b))
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
         batches += 1
     assert batches == len(infos) // 4 + (len(infos) % 4 > 0)
     whole = data.length_batches(infos, 2)
+    batches = 0
     for a, b in zip(DataLoader(data.WholeVideos(path, infos), batch_sampler=whole),
-                    DataLoader(data.WholeVideos(path, infos, stored=True), batch_sampler=whole)):
+                    DataLoader(data.WholeVideos(path, infos, stored=True), batch_sampler=whole),
+                    strict=True):
         b = data.model_batch(b, "cpu")
-        assert b[0].shape == (2, 3 * T, CV, 8, 8) and all(torch.equal(x, y) for x, y in zip(a, b))
+        assert b[0].shape == (2, 3 * T, CV, 8, 8) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+        batches += 1
+    assert batches == len(whole) > 0
 
 
 def test_stored_items_come_only_from_the_file(cache):
@@ -142,8 +147,14 @@ def test_sampler_draws_depend_on_epoch_not_on_rank():
         both += list(s)
     assert set(both) == set(one)  # the ranks split the same epoch (with one padded repeat)
     assert all(0 <= sec < [3, 5, 2, 4, 6][i] for i, sec in one)
+    epoch2 = list(one)
+    assert list(one) == epoch2  # the same epoch draws the same again
     one.set_epoch(3)
-    assert list(one) != both[:5]
+    epoch3 = list(one)
+    assert epoch3 != epoch2 and sorted(i for i, _ in epoch3) == list(range(5))
+    rank0 = data.SecondSampler([3, 5, 2, 4, 6], seed=1, rank=0, world_size=2)
+    rank0.set_epoch(3)
+    assert set(rank0) <= set(epoch3)  # the ranks follow the epoch too
 
 
 def test_validation_batches_only_videos_of_one_length():
@@ -279,5 +290,5 @@ def test_held_seconds_gives_the_dataloader_batches(cache, labels):
     pairs = list(zip(held, loader))
     assert len(pairs) == len(held) == len(loader) > 1
     for got, want in pairs:
-        for g, w in zip(got, want):
+        for g, w in zip(got, want, strict=True):
             assert g.dtype == w.dtype and torch.equal(g, w)

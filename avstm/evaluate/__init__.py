@@ -1,27 +1,33 @@
 """avstm.evaluate: ground truth, metrics, baselines, reports, and ``evaluate`` / the ablation
 table of ``avstm evaluate`` (docs/annotations.md)."""
 
-from avstm.evaluate.annotations import (AnnotationWarning, Box, GroundTruth, VideoTruth,
-                                        frame_label, read_ground_truth, to_avstm_json)
-from avstm.evaluate.baselines import BASELINES, baseline_prediction, evaluate_baseline
-from avstm.evaluate.metrics import (Binarization, FrameResult, MetricsConfig, evaluate_frame,
-                                    parse_binarization)
-from avstm.evaluate.report import (Report, aggregate, format_method_table, format_report,
-                                   summarize, write_report)
-from avstm.evaluate.inputs import (MapsFile, find_groups, maps_key, match_time, read_groups,
-                                   run_model, write_maps)
-from avstm.evaluate.run import (AblationResult, EvaluateConfig, EvaluationResult, evaluate,
-                                evaluate_ablation)
-from avstm.evaluate.protocols import PROTOCOLS, Protocol, get_protocol
-from avstm.evaluate.extended import ExtendedConfig, ExtendedResult, evaluate_extended
+from avstm._lazy import lazy_exports
 
-__all__ = [
-    "AblationResult", "AnnotationWarning", "BASELINES", "Binarization", "Box", "EvaluateConfig",
-    "EvaluationResult", "ExtendedConfig", "ExtendedResult", "FrameResult", "GroundTruth",
-    "MapsFile", "MetricsConfig", "PROTOCOLS", "Protocol", "Report", "VideoTruth", "aggregate",
-    "baseline_prediction", "evaluate", "evaluate_ablation", "evaluate_baseline",
-    "evaluate_extended", "evaluate_frame", "find_groups", "format_method_table",
-    "format_report", "frame_label", "get_protocol", "maps_key", "match_time",
-    "parse_binarization", "read_groups", "read_ground_truth", "run_model", "summarize",
-    "to_avstm_json", "write_maps", "write_report",
-]
+# public name -> the module that defines it; imported on first use (avstm/_lazy.py)
+_EXPORTS = {
+    "AnnotationWarning": "avstm.evaluate.annotations", "Box": "avstm.evaluate.annotations",
+    "GroundTruth": "avstm.evaluate.annotations", "VideoTruth": "avstm.evaluate.annotations",
+    "frame_label": "avstm.evaluate.annotations", "read_ground_truth":
+    "avstm.evaluate.annotations", "to_avstm_json": "avstm.evaluate.annotations",
+    "BASELINES": "avstm.evaluate.baselines", "baseline_prediction": "avstm.evaluate.baselines",
+    "evaluate_baseline": "avstm.evaluate.baselines",
+    "Binarization": "avstm.evaluate.metrics", "FrameResult": "avstm.evaluate.metrics",
+    "MetricsConfig": "avstm.evaluate.metrics", "evaluate_frame": "avstm.evaluate.metrics",
+    "parse_binarization": "avstm.evaluate.metrics",
+    "Report": "avstm.evaluate.report", "aggregate": "avstm.evaluate.report",
+    "format_method_table": "avstm.evaluate.report", "format_report": "avstm.evaluate.report",
+    "summarize": "avstm.evaluate.report", "write_report": "avstm.evaluate.report",
+    "MapsFile": "avstm.evaluate.inputs", "find_groups": "avstm.evaluate.inputs", "maps_key":
+    "avstm.evaluate.inputs", "match_time": "avstm.evaluate.inputs", "read_groups":
+    "avstm.evaluate.inputs", "run_model": "avstm.evaluate.inputs", "write_maps":
+    "avstm.evaluate.inputs",
+    "AblationResult": "avstm.evaluate.run", "EvaluateConfig": "avstm.evaluate.config",
+    "EvaluationResult": "avstm.evaluate.run", "evaluate": "avstm.evaluate.run",
+    "evaluate_ablation": "avstm.evaluate.run",
+    "PROTOCOLS": "avstm.evaluate.protocols", "Protocol": "avstm.evaluate.protocols",
+    "get_protocol": "avstm.evaluate.protocols",
+    "ExtendedConfig": "avstm.evaluate.extended", "ExtendedResult": "avstm.evaluate.extended",
+    "evaluate_extended": "avstm.evaluate.extended",
+}
+__all__ = sorted([*_EXPORTS])
+lazy_exports(__name__, _EXPORTS)

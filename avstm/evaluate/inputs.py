@@ -14,9 +14,9 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 
-from avstm.cache import FeatureCache, compare_configs
+from avstm.cache import FeatureCache, check_fits
 from avstm.device import resolve_device  # noqa: F401  (evaluate.run reads it from here)
-from avstm.errors import AnnotationError, AvstmError, ConfigMismatch
+from avstm.errors import AnnotationError, AvstmError
 from avstm.io import atomic_path
 
 MAPS_TOLERANCE = 0.0005  # seconds: the rounding of a maps key's 3 decimals
@@ -185,13 +185,7 @@ def model_video(model, cache: FeatureCache, vid: str, device) -> VideoMaps:
 
 
 def check_fit(info, cache: FeatureCache, checkpoint) -> None:
-    """Refuse a checkpoint trained on features of another extract config or classes."""
-    from avstm.extract.config import CONTENT_FIELDS
-
-    if info.extract_config:
-        diff = compare_configs(info.extract_config, cache.config, fields=CONTENT_FIELDS)
-        if diff:
-            raise ConfigMismatch(f"{checkpoint}: trained on features of another extract config "
-                                 f"than {cache.path} (differs in {', '.join(diff)})")
-    if info.classes and list(info.classes) != list(cache.classes):
-        raise ConfigMismatch(f"{checkpoint}: trained with other classes than {cache.path}")
+    """Refuse a checkpoint trained on features of another extract config or classes
+    (``avstm.cache.check_fits``)."""
+    check_fits(checkpoint, info.extract_config, cache.path, cache.config,
+               trained_classes=info.classes, cache_classes=cache.classes)

@@ -1,11 +1,18 @@
 """avstm.extract: frozen visual and audio backbones and the extraction of per-second maps into
 the HDF5 cache (``avstm extract``)."""
 
-from avstm.extract.backbones import VISUAL_BACKBONES, VisualBackbone, load_visual_backbone, weights_checksum
-from avstm.extract.config import CONTENT_FIELDS, ExtractConfig
-from avstm.extract.pipeline import ExtractResult, FeatureExtractor, audio_examples, extract
-from avstm.extract.vggish import VGGishTrunk, example_windows, load_vggish, log_mel
+from avstm._lazy import lazy_exports
 
-__all__ = ["CONTENT_FIELDS", "ExtractConfig", "ExtractResult", "FeatureExtractor", "VGGishTrunk",
-           "VISUAL_BACKBONES", "VisualBackbone", "audio_examples", "example_windows", "extract",
-           "load_visual_backbone", "load_vggish", "log_mel", "weights_checksum"]
+# public name -> the module that defines it; imported on first use (avstm/_lazy.py)
+_EXPORTS = {
+    "VISUAL_BACKBONES": "avstm.extract.backbones", "VisualBackbone": "avstm.extract.backbones",
+    "load_visual_backbone": "avstm.extract.backbones", "weights_checksum":
+    "avstm.extract.backbones",
+    "CONTENT_FIELDS": "avstm.cache", "ExtractConfig": "avstm.extract.config",
+    "ExtractResult": "avstm.extract.pipeline", "FeatureExtractor": "avstm.extract.pipeline",
+    "audio_examples": "avstm.extract.pipeline", "extract": "avstm.extract.pipeline",
+    "VGGishTrunk": "avstm.extract.vggish", "example_windows": "avstm.extract.vggish",
+    "load_vggish": "avstm.extract.vggish", "log_mel": "avstm.extract.vggish",
+}
+__all__ = sorted([*_EXPORTS])
+lazy_exports(__name__, _EXPORTS)

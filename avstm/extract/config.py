@@ -7,15 +7,9 @@ import dataclasses
 from avstm.config import PlainConfig
 
 
-# Fields that decide the cache's content: a cache written with other values is refused.
-CONTENT_FIELDS = ("visual_backbone", "visual_weights_sha", "visual_tap", "visual_channels",
-                  "audio_weights_sha", "frame_size", "fps", "sample_rate", "dtype", "seed",
-                  "cache_format")
-
-
 @dataclasses.dataclass(frozen=True)
 class ExtractConfig(PlainConfig):
-    """How features are extracted. Content fields (``CONTENT_FIELDS``) must match a cache to resume it."""
+    """How features are extracted. Content fields (``avstm.cache.CONTENT_FIELDS``) must match a cache to resume it."""
 
     visual_backbone: str = "resnet152"  # "resnet152" (the paper's) or "efficientnet_lite0"
     visual_weights: str = "imagenet"  # "imagenet", "random" (tests) or a state-dict path

@@ -26,18 +26,19 @@ import warnings
 from pathlib import Path
 from typing import Iterator
 
+import av
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from avstm import media
-from avstm.cache import CacheWriter, VideoRecord, check_unlocked, finite_max_abs, lock_path, merge_caches
+from avstm.cache import CONTENT_FIELDS, CacheWriter, VideoRecord, check_unlocked, finite_max_abs, lock_path, merge_caches
 from avstm.datasets import Dataset, VideoItem, anchored_times, second_labels
 from avstm.errors import HardwareDecodeError, MediaError
 from avstm.io import check_free_space, check_writable, human_bytes
 from avstm.extract.backbones import VISUAL_BACKBONES, VisualBackbone, load_visual_backbone, weights_checksum
 from avstm.device import resolve_device
-from avstm.extract.config import CONTENT_FIELDS, ExtractConfig
+from avstm.extract.config import ExtractConfig
 from avstm.extract.vggish import example_windows, load_vggish, log_mel
 
 TIMING_KEYS = ("setup", "decode", "decode_wait", "stage", "transfer", "backbone", "write", "close")
@@ -218,8 +219,10 @@ class _DecodeSet(torch.utils.data.Dataset):
             return Decoded(item, error=str(e), fatal=True)
         except MediaError as e:
             return Decoded(item, error=e.problem)
-        except Exception as e:  # an FFmpeg oddity we did not foresee: report it, keep going
+        except (av.FFmpegError, OSError) as e:  # a media fault media.py did not name: this video
             return Decoded(item, error=f"cannot decode ({type(e).__name__}: {e})")
+        # anything else is a bug in avstm: it stops the run (exit 1, a traceback) instead of
+        # failing every video with exit 0
         times = clip.times.reshape(-1, cfg.fps)
         logmel = audio_examples(clip.audio, times)
         return Decoded(item, frames=torch.from_numpy(clip.frames), logmel=torch.from_numpy(logmel),
@@ -279,8 +282,8 @@ class _Batcher:
     """Cuts the frames of consecutive videos into backbone batches of a fixed size, and hands a
     video back once the features of all its frames have come back."""
 
-    def __init__(self, size: int, pin: bool):
-        self.size, self.pin = size, pin
+    def __init__(self, pin: bool):
+        self.pin = pin
         self.inputs: collections.deque = collections.deque()  # (frames, logmel) not yet batched
         self.buffered = 0
         self.videos: collections.deque = collections.deque()  # Decoded waiting for features
@@ -439,7 +442,7 @@ def _extract(dataset: Dataset, out: Path, extractor: FeatureExtractor, rank: int
         _check_space(target, cfg, len(todo))
         bar = tqdm(total=len(todo), unit="video", disable=not progress or not sys.stderr.isatty(),
                    desc=f"extract{'' if world == 1 else f' [rank {rank}]'}")
-        batcher = _Batcher(cfg.batch_size, pin=extractor.cuda)
+        batcher = _Batcher(pin=extractor.cuda)
         sync_timings = timings if profile else None
         pad_to = cfg.batch_size if cfg.compile else None
 

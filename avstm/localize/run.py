@@ -33,60 +33,21 @@ import torch
 from tqdm import tqdm
 
 from avstm import media
-from avstm.cache import FeatureCache, compare_configs
-from avstm.config import PlainConfig
+from avstm.cache import FeatureCache, check_fits
 from avstm.errors import CheckpointError, ConfigMismatch, MediaError
-from avstm.extract.config import CONTENT_FIELDS, ExtractConfig
+from avstm.extract.config import ExtractConfig
 from avstm.extract.pipeline import FeatureExtractor, audio_examples, resolve_device
+from avstm.localize.config import BOX_METHODS, LocalizeConfig  # noqa: F401
 from avstm.localize.boxes import Box, maps_to_boxes_batch, upsample_map
 from avstm.localize.overlay import OverlaySample, OverlayWriter
 from avstm.localize.proposals import ProposalDetector, ground
 from avstm.memnet.checkpoint import CheckpointInfo, load_model
-from avstm.memnet.model import check_map
 from avstm.memnet.model import STMNet
 
-BOX_METHODS = ("otsu", "rpn")
 STATES = ("sounding", "background", "no audio")  # LocalizedFrame.state
 PRODUCTS = ("boxes.json", "overlay.mp4", "maps.npz")  # what write_result writes into a folder
 TIMING_KEYS = ("setup", "decode", "backbones", "memnet", "boxes", "overlay")
 RESULT_FORMAT = "avstm-localize/1"
-
-
-@dataclasses.dataclass(frozen=True)
-class LocalizeConfig(PlainConfig):
-    """How ``localize`` runs; stored in ``boxes.json``."""
-
-    fps: int | None = None  # frames sampled per second; None: the checkpoint's extract fps
-    boxes: str = "otsu"  # "otsu" (threshold + contours) or "rpn" (detector proposals + NMS)
-    min_area: float = 0.0  # drop boxes smaller than this fraction of the frame
-    max_boxes: int | None = 3  # boxes kept per frame, best first; None: all
-    detector_weights: str = "coco"  # rpn: "coco", "random" (tests) or a state-dict path
-    detector_min_size: int = 800  # rpn: the detector's own input resize (shorter side)
-    detector_score_threshold: float = 0.05  # rpn: the detector's minimum proposal confidence
-    nms_iou: float = 0.5  # rpn: NMS drops a box overlapping a better one by more than this
-    device: str = "auto"  # "auto" (cuda if present), "cpu", "cuda", "cuda:1", ...
-    batch_size: int = 16  # frames per backbone (and detector) batch
-    # Backbone weights overriding the checkpoint's extract config ("imagenet"/"random"/path);
-    # they must have the checksum recorded in the checkpoint.
-    visual_weights: str | None = None
-    audio_weights: str | None = None
-    map: str | None = None  # which map (memnet.model.MAPS); None: the checkpoint's own
-
-    def __post_init__(self):
-        if self.map is not None:
-            check_map(self.map)
-        if self.boxes not in BOX_METHODS:
-            raise ValueError(f"boxes must be one of {', '.join(BOX_METHODS)}, not {self.boxes!r}")
-        if self.fps is not None and self.fps < 1:
-            raise ValueError(f"fps must be at least 1, got {self.fps}")
-        if not 0.0 <= self.min_area <= 1.0:
-            raise ValueError(f"min_area is a fraction of the frame in [0, 1], got {self.min_area}")
-        if self.max_boxes is not None and self.max_boxes < 1:
-            raise ValueError(f"max_boxes must be at least 1, got {self.max_boxes}")
-        for name in ("batch_size", "detector_min_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-
 
 
 # LocalizeConfig fields fixed when a model is loaded (LocalizeModel.localize cannot change them)
@@ -545,14 +506,7 @@ def localize(model: LocalizeModel, video: str | os.PathLike | Opened, *,
 
 
 def _check_cache_fits(model: LocalizeModel, cache: FeatureCache) -> None:
-    stored = model.info.extract_config
-    fields = [f for f in CONTENT_FIELDS if f not in ("cache_format", "dtype")]
-    diff = compare_configs(cache.config, stored, fields=fields)
-    if diff:
-        parts = ", ".join(f"{k}: {cache.config.get(k)!r} in the cache, {stored.get(k)!r} in the "
-                          f"checkpoint" for k in diff)
-        raise ConfigMismatch(f"{cache.path}: features of another extract config than "
-                             f"{model.checkpoint} was trained on ({parts})")
+    check_fits(model.checkpoint, model.info.extract_config, cache.path, cache.config)
 
 
 def localize_cached(model: LocalizeModel, cache: str | os.PathLike, video_id: str, *,

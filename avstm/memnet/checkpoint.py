@@ -22,10 +22,11 @@ from pathlib import Path
 
 import torch
 
-from avstm import __version__
+from avstm._version import __version__
 from avstm.errors import CheckpointError
 from avstm.io import torch_load_problem, write_bytes
-from avstm.memnet.model import ModelConfig, STMNet
+from avstm.memnet.config import ModelConfig, TrainConfig
+from avstm.memnet.model import STMNet
 
 FORMAT = "avstm-checkpoint/1"
 
@@ -35,7 +36,7 @@ class CheckpointInfo:
     """What a checkpoint records besides the weights."""
 
     model_config: ModelConfig
-    train_config: object  # avstm.memnet.train.TrainConfig
+    train_config: TrainConfig
     classes: list[str]  # event classes; background = len(classes)
     extract_config: dict  # the extract config of the cache it was trained on
     epoch: int  # completed epochs
@@ -113,8 +114,6 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     (one of ``model.MAPS``) replaces the map the checkpoint was saved to give (None: keep it);
     the returned info's model config names the map in use.
     """
-    from avstm.memnet.train import TrainConfig  # train imports this module
-
     ckpt = read_checkpoint(path, device=device)
     try:
         config = ModelConfig.from_dict(ckpt["config"])

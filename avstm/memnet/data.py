@@ -17,8 +17,8 @@ from tqdm import tqdm
 
 from avstm.cache import FeatureCache, fp16_scale
 from avstm.errors import CacheError
+from avstm.memnet.config import LABEL_MODES
 
-LABEL_MODES = ("video", "segment")  # weak video label on every step | per-second labels
 
 
 @dataclass(frozen=True)

@@ -29,84 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from avstm.config import PlainConfig
-
-
-MEMORY_MODES = ("none", "unimodal", "full")  # Without Temporal, U, C+U (the paper's ablations)
-# The maps a trained network can localize from, each (N, 8, 8) per step. Every consumer
-# (metrics, Otsu boxes, proposal scoring, overlays) min-max normalises a map first, so a map of
-# raw dot products is as valid a map as a softmax.
-MAPS = {
-    "alpha_hat": "the paper's α̂ = f(x̂_a, x̂_av): softmax over positions of x̂_av(i,j)·φ(x̂_a)",
-    "alpha_hat_scores": "the scores of α̂ before its softmax, x̂_av(i,j)·φ(x̂_a)",
-    "memory_alpha": "the memory layer's cross-modal attention f(x̂_a, x̂_v): softmax of x̂_v(i,j)·φ(x̂_a)",
-    "memory_scores": "the scores of the memory layer's cross-modal attention, x̂_v(i,j)·φ(x̂_a)",
-    "class_cam": "the class activation map of the visual head: w_c·x̂_v(i,j) for the predicted "
-                 "event class c (needs a visual head, TrainConfig.visual_loss > 0)",
-}
-DEFAULT_MAP = "memory_scores"  # the best of MAPS on the seeded quality benchmark (README)
-# How Eq. 1's dot products are scaled before the softmax (the paper writes none and leaves the
-# sharpness to the features' scale): "none" as written; "sqrt" divides by √C like scaled
-# dot-product attention (the default: the best on the seeded quality benchmark, README);
-# "learned" learns one scalar per attention, starting at 1/√C.
-ATTENTION_SCALES = ("none", "sqrt", "learned")
-
-
-def check_map(name: str, *, visual_head: bool = True) -> str:
-    """``name`` if it is one of MAPS that a network with(out) a visual head can give, else
-    ValueError naming the valid ones."""
-    if name not in MAPS:
-        raise ValueError(f"unknown map {name!r}; valid: {', '.join(MAPS)}")
-    if name == "class_cam" and not visual_head:
-        raise ValueError("map class_cam needs the visual head (train with visual_loss > 0)")
-    return name
-DEFAULT_ATTENTION_SCALE = "sqrt"
-
-
-@dataclass(frozen=True)
-class ModelConfig(PlainConfig):
-    """Hyperparameters of ``STMNet``; stored in every checkpoint."""
-
-    # a checkpoint saved before these fields existed: Eq. 1 unscaled, maps α̂
-    LEGACY = {"attention_scale": "none", "map": "alpha_hat"}
-
-    visual_channels: int  # C_v of the cache: 2048 for ResNet-152, 320 for EfficientNet-Lite0
-    num_classes: int  # event classes + 1 (background, index len(classes))
-    audio_channels: int = 512  # VGGish trunk
-    dim: int = 256  # C, the joint embedding of the paper
-    proj_layers: int = 2  # 1×1 convolutions per projection (ReLU between them)
-    memory: str = "full"  # "none" (Without Temporal), "unimodal" (U), "full" (C+U)
-    # K past steps in the memory. 3 = T - 1 for the paper's T = 4 training clips: at training
-    # time step t never has more than 3 past steps, so a larger K would let streaming
-    # inference attend over windows longer than any the attention weights were trained on.
-    memory_length: int = 3
-    heads: int = 1  # L in Eq. 2; the weights of the heads are averaged
-    hidden: int = 256  # MLP classifier hidden size
-    dropout: float = 0.1  # before the classifier's last layer
-    map: str = DEFAULT_MAP  # which of MAPS ``maps`` returns (localize, evaluate, maps files)
-    attention_scale: str = DEFAULT_ATTENTION_SCALE  # one of ATTENTION_SCALES, on both spatial attentions
-    # An extra linear head classifying Σ_ij x̂_av alone (for TrainConfig.visual_loss)
-    visual_head: bool = False
-    # Training only: the share of steps whose audio half of O^t is zeroed, so that the
-    # classifier has to use the visual half (identity in eval mode)
-    audio_dropout: float = 0.0
-
-    def __post_init__(self):
-        check_map(self.map, visual_head=self.visual_head)
-        if self.attention_scale not in ATTENTION_SCALES:
-            raise ValueError(f"attention_scale must be one of {ATTENTION_SCALES}, "
-                             f"got {self.attention_scale!r}")
-        if not 0.0 <= self.audio_dropout < 1.0:
-            raise ValueError(f"audio_dropout must lie in [0, 1), got {self.audio_dropout}")
-        if self.memory not in MEMORY_MODES:
-            raise ValueError(f"memory must be one of {MEMORY_MODES}, got {self.memory!r}")
-        if self.memory_length < 1:
-            raise ValueError(f"memory_length must be >= 1, got {self.memory_length}")
-        if self.dim % self.heads:
-            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
-        if self.proj_layers < 1:
-            raise ValueError(f"proj_layers must be >= 1, got {self.proj_layers}")
-
+from avstm.memnet.config import (ATTENTION_SCALES, DEFAULT_ATTENTION_SCALE, DEFAULT_MAP, MAPS,  # noqa: F401
+                                 MEMORY_MODES, ModelConfig, check_map)
 
 
 @dataclass

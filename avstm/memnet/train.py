@@ -28,81 +28,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from avstm.cache import FeatureCache, compare_configs
-from avstm.config import PlainConfig
+from avstm.cache import FeatureCache, check_fits, compare_configs
 from avstm.device import resolve_device
 from avstm.errors import CacheError, CheckpointError, ConfigMismatch
-from avstm.extract.config import CONTENT_FIELDS
 from avstm.io import atomic_path, check_writable, remove_stale_temporaries, write_json
 from avstm.memnet import data
 from avstm.memnet.checkpoint import read_checkpoint, save_checkpoint
-from avstm.memnet.model import ModelConfig, STMNet
+from avstm.memnet.config import IN_MEMORY_CHOICES, RUNTIME_FIELDS, ModelConfig, TrainConfig  # noqa: F401
+from avstm.memnet.model import STMNet
 from avstm.memnet.objective import training_loss
-
-IN_MEMORY_CHOICES = ("auto", "yes", "no")
-# Fields that may change between a run and its --resume (they do not change what is learned;
-# map only chooses what localize and evaluate read by default).
-RUNTIME_FIELDS = ("epochs", "workers", "in_memory", "device", "map")
-
-
-@dataclass(frozen=True)
-class TrainConfig(PlainConfig):
-    """Everything ``train`` does, stored in each checkpoint. Model fields mirror ModelConfig;
-    the visual channels and the number of classes come from the cache."""
-
-    LEGACY = ModelConfig.LEGACY  # a run saved before these fields existed
-
-    epochs: int = 30  # the paper's
-    batch_size: int = 128  # videos (one second each) per step, over all ranks together
-    lr: float = 1e-4  # Adam, the paper's
-    weight_decay: float = 0.0
-    labels: str = "video"  # "video": the video's class on every step (paper); "segment": per second
-    seed: int = 0
-    workers: int = 4  # DataLoader worker processes per rank (0 = read in the main process)
-    # Hold the cache in RAM: "auto" when its float32 maps take < half the available memory
-    in_memory: str = "auto"
-    device: str = "auto"  # "auto" (cuda:LOCAL_RANK if available, else cpu), "cpu", "cuda"
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    dim: int = ModelConfig.dim
-    proj_layers: int = ModelConfig.proj_layers
-    memory: str = ModelConfig.memory
-    memory_length: int = ModelConfig.memory_length
-    heads: int = ModelConfig.heads
-    hidden: int = ModelConfig.hidden
-    dropout: float = ModelConfig.dropout
-    map: str = ModelConfig.map
-    attention_scale: str = ModelConfig.attention_scale
-    audio_dropout: float = ModelConfig.audio_dropout
-    # Options from the field (objective.py), 0 = off (the paper's objective alone)
-    visual_loss: float = 0.0  # weight of the cross-entropy of Σ x̂_av alone
-    contrastive: float = 0.0  # weight of the in-batch audio-visual contrastive term
-
-    def __post_init__(self):
-        for name in ("visual_loss", "contrastive"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("batch_size", "epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.workers < 0:
-            raise ValueError(f"workers must be >= 0, got {self.workers}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.labels not in data.LABEL_MODES:
-            raise ValueError(f"labels must be one of {data.LABEL_MODES}, got {self.labels!r}")
-        if self.in_memory not in IN_MEMORY_CHOICES:
-            raise ValueError(f"in_memory must be one of {IN_MEMORY_CHOICES}, got {self.in_memory!r}")
-        self.model_config(visual_channels=1, num_classes=2)  # validates the model fields now
-
-    def model_config(self, *, visual_channels: int, num_classes: int) -> ModelConfig:
-        return ModelConfig(visual_channels=visual_channels, num_classes=num_classes,
-                           dim=self.dim, proj_layers=self.proj_layers, memory=self.memory,
-                           memory_length=self.memory_length, heads=self.heads,
-                           hidden=self.hidden, dropout=self.dropout, map=self.map,
-                           attention_scale=self.attention_scale,
-                           visual_head=self.visual_loss > 0, audio_dropout=self.audio_dropout)
-
-
 
 @dataclass
 class TrainResult:
@@ -154,16 +88,10 @@ def _fits_on_gpu(memory: dict, infos: list[data.VideoInfo], device: torch.device
     return need < 0.5 * free
 
 
-def _check_resume(ckpt: dict, cache_cfg: dict, classes: list[str], config: TrainConfig, path) -> None:
-    stored = ckpt.get("extract_config", {})
-    # Only the fields that decide the cache's content (not e.g. the extractor's worker count).
-    fields = [k for k in CONTENT_FIELDS if k in stored or k in cache_cfg]
-    diff = compare_configs(stored, cache_cfg, fields=fields)
-    if diff:
-        what = ", ".join(f"{k}: {stored.get(k)!r} then, {cache_cfg.get(k)!r} now" for k in diff)
-        raise ConfigMismatch(f"{path}: trained on a cache of another extract config ({what})")
-    if ckpt.get("classes") != classes:
-        raise ConfigMismatch(f"{path}: trained on other classes than the cache holds")
+def _check_resume(ckpt: dict, cache_path, cache_cfg: dict, classes: list[str], config: TrainConfig,
+                  path) -> None:
+    check_fits(path, ckpt.get("extract_config") or {}, cache_path, cache_cfg,
+               trained_classes=ckpt.get("classes") or [], cache_classes=classes)
     saved = TrainConfig.from_dict(ckpt.get("train_config", {})).to_dict()
     diff = [k for k in compare_configs(saved, config.to_dict()) if k not in RUNTIME_FIELDS]
     if diff:
@@ -271,7 +199,7 @@ def _train(cache_path, out, config, resume, progress, on_epoch, d: _Dist, device
         if not resume:
             raise CheckpointError(f"{last_path}: a run exists here; pass --resume or choose another --out")
         ckpt = read_checkpoint(last_path)
-        _check_resume(ckpt, cache_cfg, classes, config, last_path)
+        _check_resume(ckpt, cache_path, cache_cfg, classes, config, last_path)
 
     model_config = config.model_config(visual_channels=visual_channels, num_classes=len(classes) + 1)
     torch.manual_seed(config.seed)

@@ -1,12 +1,18 @@
 """The generated sounding-object dataset (``avstm synth``): real mp4 files in the AVE layout
 with exact box annotations."""
 
-from avstm.synth.classes import CLASS_NAMES, CLASSES, ClassSpec
-from avstm.synth.config import SynthConfig
-from avstm.synth.generate import SynthResult, VideoRecord, generate, make_video
-from avstm.synth.render import SceneRenderer
-from avstm.synth.scene import Scene, sample_scene
-from avstm.synth.video import write_mp4
+from avstm._lazy import lazy_exports
 
-__all__ = ["CLASSES", "CLASS_NAMES", "ClassSpec", "Scene", "SceneRenderer", "SynthConfig",
-           "SynthResult", "VideoRecord", "generate", "make_video", "sample_scene", "write_mp4"]
+# public name -> the module that defines it; imported on first use (avstm/_lazy.py)
+_EXPORTS = {
+    "CLASS_NAMES": "avstm.synth.classes", "CLASSES": "avstm.synth.classes", "ClassSpec":
+    "avstm.synth.classes",
+    "SynthConfig": "avstm.synth.config",
+    "SynthResult": "avstm.synth.generate", "VideoRecord": "avstm.synth.generate", "generate":
+    "avstm.synth.generate", "make_video": "avstm.synth.generate",
+    "SceneRenderer": "avstm.synth.render",
+    "Scene": "avstm.synth.scene", "sample_scene": "avstm.synth.scene",
+    "write_mp4": "avstm.synth.video",
+}
+__all__ = sorted([*_EXPORTS])
+lazy_exports(__name__, _EXPORTS)

@@ -16,6 +16,7 @@ import numpy as np
 
 from avstm.synth.classes import CLASSES, ClassSpec, partner
 from avstm.synth.config import SynthConfig
+from avstm.synth.shapes import shape_polygons, stretch_polygons
 
 BACKGROUNDS = ("linear", "radial", "noise", "stripes")  # the kinds of sizes="small"
 # sizes="benchmark" adds "clutter" (1/f noise with soft blobs) and draws the kinds with these
@@ -248,8 +249,6 @@ def area_quantile(rng: np.random.Generator, config: SynthConfig, index: int) -> 
 
 def shape_extent(shape: str, stretch: tuple[float, float], angle: float) -> tuple[float, float]:
     """(width, height) of the box of a shape of diameter 1, stretched and turned by ``angle``."""
-    from avstm.synth.render import shape_polygons, stretch_polygons  # render imports scene
-
     v = np.concatenate(stretch_polygons(shape_polygons(shape, 1.0, 0.0)[0], stretch, angle))
     return float(np.ptp(v[:, 0])), float(np.ptp(v[:, 1]))
 
