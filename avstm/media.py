@@ -226,10 +226,12 @@ class _FrameSelector:
     sorted array, or None for the open-ended grid ``(j + 0.5) / fps``.
     """
 
-    def __init__(self, times: Sequence[float] | None, fps: int, size: tuple[int, int] | None):
+    def __init__(self, times: Sequence[float] | None, fps: int, size: tuple[int, int] | None,
+                 model_size: tuple[int, int] | None = None):
         self.times = None if times is None else np.asarray(times, dtype=np.float64)
         self.fps = fps
         self.size = size  # (width, height) or None for native
+        self.model_size = model_size  # a second (width, height) of each frame, or None
         self.j = 0
         self.prev = None  # (time, av.VideoFrame)
         self._prev_rgb = None
@@ -240,12 +242,11 @@ class _FrameSelector:
             return (j + 0.5) / self.fps
         return float(self.times[j]) if j < len(self.times) else None
 
-    def _convert(self, frame) -> np.ndarray:
-        if self._prev_rgb is not None and self._prev_rgb[0] is frame:
-            return self._prev_rgb[1]
+    def _rgb(self, frame, size: tuple[int, int] | None) -> np.ndarray:
+        """One frame as upright RGB, at ``size`` (width, height) by FFmpeg's bilinear scaler
+        (the one rule both extraction and localize use), or native."""
         rot = int(getattr(frame, "rotation", 0) or 0) % 360
         self.rotation = rot
-        size = self.size
         if size is not None and rot in (90, 270):
             size = (size[1], size[0])
         if size is None:
@@ -256,6 +257,14 @@ class _FrameSelector:
         if rot:
             # the display matrix rotates counter-clockwise by ``rot`` degrees
             rgb = np.ascontiguousarray(np.rot90(rgb, k=rot // 90))
+        return rgb
+
+    def _convert(self, frame):
+        if self._prev_rgb is not None and self._prev_rgb[0] is frame:
+            return self._prev_rgb[1]
+        rgb = self._rgb(frame, self.size)
+        if self.model_size is not None:
+            rgb = (rgb, self._rgb(frame, self.model_size))
         self._prev_rgb = (frame, rgb)
         return rgb
 
@@ -426,8 +435,13 @@ def _set_threads(video, threads: int) -> None:
 
 
 def iter_frames(path: str | os.PathLike, *, fps: int = 4, size: tuple[int, int] | None = None,
-                times: Sequence[float] | None = None, threads: int = 0) -> Iterator[tuple[float, np.ndarray]]:
+                times: Sequence[float] | None = None, threads: int = 0,
+                model_size: tuple[int, int] | None = None) -> Iterator[tuple]:
     """Stream the frames on screen at the sample times: yields (t, (H, W, 3) uint8 RGB).
+
+    With ``model_size`` (width, height), yields (t, (frame, (height, width, 3) uint8)) instead:
+    the second image converted and scaled from the same decoded frame exactly as ``decode``
+    does for the feature cache, so that localize's features equal extraction's.
 
     Memory stays constant in the video's length (for ``localize`` over long videos). Without
     ``times``, the times are exactly those of ``decode`` (``frame_times`` of the decoded
@@ -435,8 +449,8 @@ def iter_frames(path: str | os.PathLike, *, fps: int = 4, size: tuple[int, int] 
     known to lie inside the clip, so at most about one second of frames is buffered.
     """
     path = Path(path)
-    selector = _FrameSelector(times, fps, size)
-    pending: list[tuple[float, np.ndarray]] = []  # grid frames whose second may lie past the end
+    selector = _FrameSelector(times, fps, size, model_size)
+    pending: list[tuple] = []  # grid frames whose second may lie past the end
 
     def settled(pairs, seconds: int) -> Iterator[tuple[float, np.ndarray]]:
         if times is not None:

@@ -474,18 +474,19 @@ def localize(model: LocalizeModel, video: str | os.PathLike | Opened, *,
     if not has_audio:
         warnings.append(f"{video}: no audio stream; every frame is background (no audio), "
                         f"no boxes")
-    frames_it = _timed(_ahead(media.iter_frames(video, fps=fps), 2 * config.batch_size),
+    model_size = (ecfg.frame_size, ecfg.frame_size)
+    frames_it = _timed(_ahead(media.iter_frames(video, fps=fps, model_size=model_size), 2 * config.batch_size),
                        timings, "decode")
     stepper = None
     with _bar(expected, progress, f"localize {video.name}") as bar:
         for chunk in _chunks(frames_it, config.batch_size):
             t_chunk = np.array([t for t, _ in chunk])
-            native = np.stack([f for _, f in chunk])  # (n, H, W, 3) uint8
+            native = np.stack([f for _, (f, _) in chunk])  # (n, H, W, 3) uint8
             if stepper is None:
                 stepper = _Stepper(model, config, native.shape[1:3], timings,
                                    has_audio=has_audio, overlay=overlay)
             t1 = time.perf_counter()
-            small = media.resize_frames(native, (ecfg.frame_size, ecfg.frame_size))
+            small = np.stack([f for _, (_, f) in chunk])  # (n, S, S, 3): scaled as extract does
             t2 = time.perf_counter()
             visual = model.extractor.visual(small)  # (n, 8, 8, C_v)
             audio = model.extractor.audio(audio_examples(wave, t_chunk))  # (n, 6, 4, 512)
