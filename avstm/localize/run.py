@@ -1,7 +1,8 @@
 """``localize``: a video (or a cached one) → per-frame attention maps, event classes and boxes.
 
-    video ──(media.iter_frames: native frames at the sample times, streamed)──► chunks of
-          ``batch_size`` frames ──(resize, frozen backbones; log-mel of the centred 0.96 s)──►
+    video ──(media.iter_frames: each frame at the sample times native, and scaled for the backbone
+          by FFmpeg exactly as extraction scales it; streamed)──► chunks of ``batch_size``
+          frames ──(frozen backbones; log-mel of the centred 0.96 s)──►
           features ──(STMNet.step, one frame at a time, ring buffer of K steps)──► maps, logits
           ──(Otsu + contours, or proposals scored by the map + NMS)──► boxes
 
