@@ -63,6 +63,21 @@ def write_clip(path, frames: np.ndarray | None = None, *, fps: float = 24, secon
     return write_mp4(path, frames, fps, audio, sample_rate, codec=codec, pix_fmt=pix_fmt, rotation=rotation)
 
 
+def write_labelled_folder(root: Path, clips: list[tuple[np.ndarray, str, str]], *,
+                          fps: float) -> tuple[Path, Path]:
+    """``root/videos/v<i>.mp4`` from each (frames, label, split) and ``root/labels.csv``
+    (id,label,split): a ``--dataset folder`` input. Returns (videos folder, labels file)."""
+    videos = root / "videos"
+    videos.mkdir()
+    rows = ["id,label,split"]
+    for i, (frames, label, split) in enumerate(clips):
+        write_clip(videos / f"v{i}.mp4", frames, fps=fps)
+        rows.append(f"v{i},{label},{split}")
+    labels = root / "labels.csv"
+    labels.write_text("\n".join(rows) + "\n")
+    return videos, labels
+
+
 def tiny_checkpoint(path, classes=("beep", "hum")) -> Path:
     """An untrained STMNet behind random-init EfficientNet-Lite0 + VGGish (no downloads)."""
     from avstm.extract.config import ExtractConfig

@@ -28,7 +28,7 @@ from avstm.cli import cli
 from avstm.datasets import read_folder
 from avstm.extract.config import ExtractConfig
 from avstm.extract.pipeline import extract
-from clips import index_frames, write_clip
+from clips import index_frames, write_labelled_folder
 
 OPTIONS = dict(visual_backbone="efficientnet_lite0", visual_weights="imagenet", audio_weights="random",
                frame_size=64, fps=2, device="cpu", workers=0, batch_size=1)
@@ -44,18 +44,9 @@ CHILD = ("import sys, avstm.cache as c\n"
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("crash")
-    videos = root / "videos"
-    videos.mkdir()
-    rows = ["id,label,split"]
-    for i in range(VIDEOS):
-        seconds = 1 + i % 2
-        frames = index_frames(8 * seconds + 3 * i)[3 * i:]  # other content per video
-        write_clip(videos / f"v{i}.mp4", frames, fps=8)
-        rows.append(f"v{i},{'cat' if i % 3 else 'dog'},{('train', 'val', 'test')[i % 3]}")
-    labels = root / "labels.csv"
-    labels.write_text("\n".join(rows) + "\n")
-    return videos, labels
+    clips = [(index_frames(8 * (1 + i % 2) + 3 * i)[3 * i:],  # 1 or 2 s, other content per video
+              "cat" if i % 3 else "dog", ("train", "val", "test")[i % 3]) for i in range(VIDEOS)]
+    return write_labelled_folder(tmp_path_factory.mktemp("crash"), clips, fps=8)
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,7 @@ from click.testing import CliRunner
 from avstm.cache import CacheWriter, FeatureCache, verify_cache
 from avstm.cli import cli
 from avstm.memnet.checkpoint import read_checkpoint
-from clips import index_frames, write_audio_only, write_clip
+from clips import index_frames, write_audio_only, write_clip, write_labelled_folder
 
 EXTRACT = ["--visual-backbone", "efficientnet_lite0", "--visual-weights", "imagenet", "--audio-weights", "random",
            "--frame-size", "64", "--fps", "2", "--device", "cpu", "--workers", "0", "--batch-size", "8", "--quiet"]
@@ -124,16 +124,9 @@ def fill(folder: Path, leave: int) -> Path:
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("faults")
-    d = root / "videos"
-    d.mkdir()
-    rows = ["id,label,split"]
-    for i in range(CLIPS):
-        write_clip(d / f"v{i}.mp4", index_frames(32 + 4 * i)[4 * i:], fps=8)
-        rows.append(f"v{i},{'cat' if i % 2 else 'dog'},{'val' if i == CLIPS - 1 else 'train'}")
-    labels = root / "labels.csv"
-    labels.write_text("\n".join(rows) + "\n")
-    return d, labels
+    clips = [(index_frames(32 + 4 * i)[4 * i:], "cat" if i % 2 else "dog", "val" if i == CLIPS - 1 else "train")
+             for i in range(CLIPS)]
+    return write_labelled_folder(tmp_path_factory.mktemp("faults"), clips, fps=8)
 
 
 def extract_args(videos, out: Path, *more: str) -> list:
