@@ -91,6 +91,21 @@ def test_detector_weights_path_loads_saved_state_dict(detector, tmp_path):
         assert torch.equal(loaded.state_dict()[name], detector.model.state_dict()[name])
 
 
+def test_detector_weights_wrapped_as_a_reference_checkpoint_load(detector, tmp_path):
+    path = tmp_path / "wrapped.pt"  # torchvision's reference scripts save {"model": ..., "optimizer": ...}
+    torch.save({"model": detector.model.state_dict(), "epoch": 25}, path)
+    name = "roi_heads.box_predictor.cls_score.weight"
+    assert torch.equal(load_detector(path, **SMALL).state_dict()[name], detector.model.state_dict()[name])
+
+
+def test_damaged_detector_weights_give_one_short_line(tmp_path):
+    path = tmp_path / "cut.pt"
+    path.write_bytes(b"PK\x03\x04 not a whole archive")
+    with pytest.raises(WeightsError) as e:
+        load_detector(path, **SMALL)
+    assert str(e.value) == f"{path}: cannot read a state dict: damaged or cut short (not a complete torch zip archive)"
+
+
 def test_detector_weights_of_wrong_layout_raise(tmp_path):
     path = tmp_path / "other.pt"
     torch.save({"conv.weight": torch.zeros(1)}, path)

@@ -61,7 +61,8 @@ VISUAL_BACKBONES: dict[str, BackboneSpec] = {
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict of tensors from a ``torch.save`` file, loaded on the CPU.
 
-    A checkpoint of the form ``{"state_dict": {...}}`` is unwrapped.
+    A checkpoint of the form ``{"state_dict": {...}}`` or ``{"model": {...}}`` (torchvision's
+    reference scripts) is unwrapped.
     """
     path = Path(path)
     if not path.is_file():
@@ -70,8 +71,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means an unreadable file
         raise WeightsError(f"{path}: cannot read a state dict: {torch_load_problem(exc)}") from None
-    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
-        sd = sd["state_dict"]
+    for key in ("state_dict", "model"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+            break
     if not isinstance(sd, dict) or not all(torch.is_tensor(v) for v in sd.values()):
         raise WeightsError(f"{path}: not a state dict of tensors")
     return sd

@@ -22,6 +22,7 @@ from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
 from torchvision.ops import FrozenBatchNorm2d, nms
 
 from avstm.errors import WeightsError
+from avstm.extract.backbones import read_state_dict
 from avstm.localize.boxes import Box, box_sums, integral_image
 
 COCO_WEIGHTS = FasterRCNN_ResNet50_FPN_Weights.COCO_V1
@@ -59,19 +60,13 @@ def _coco_state_dict() -> dict:
 
 
 def _file_state_dict(path: str | os.PathLike) -> dict:
+    """The state dict in a detector weights file (``backbones.read_state_dict``), with a hint
+    when the file is missing."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: detector weights file not found "
                            f"(give a state dict path, or one of {', '.join(WEIGHT_CHOICES)})")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a corrupt or foreign file
-        raise WeightsError(f"{path}: not a loadable torch state dict ({e})") from e
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]  # a checkpoint wrapping its state dict
-    if not isinstance(state, dict):
-        raise WeightsError(f"{path}: holds a {type(state).__name__}, not a state dict")
-    return state
+    return read_state_dict(path)
 
 
 def load_detector(weights: str | os.PathLike = "coco", **build_options) -> FasterRCNN:
