@@ -170,6 +170,11 @@ def write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> 
     return Path(path)
 
 
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically as UTF-8 (``atomic_path``); returns the path."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
 def write_json(path: str | os.PathLike, obj, *, indent: int | None = 1) -> Path:
     """Write ``obj`` as JSON atomically; returns the path."""
     with atomic_path(path) as tmp:

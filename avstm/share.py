@@ -28,7 +28,7 @@ import torch
 
 from avstm._version import __version__
 from avstm.errors import CheckpointError
-from avstm.io import atomic_path
+from avstm.io import atomic_path, write_bytes, write_text
 
 PACKAGE_FORMAT = "avstm-model/1"
 PACKAGE_SUFFIX = ".avstm"
@@ -139,8 +139,7 @@ def export_model(checkpoint: str | os.PathLike, out: str | os.PathLike, *,
             z.writestr("MODEL_CARD.md", card)
     digest = sha256_of(out)
     checksum_file = out.with_name(out.name + ".sha256")
-    with atomic_path(checksum_file) as tmp:
-        tmp.write_text(f"{digest}  {out.name}\n", encoding="utf-8")
+    write_text(checksum_file, f"{digest}  {out.name}\n")
     return Exported(path=out, sha256=digest, checksum_file=checksum_file)
 
 
@@ -193,8 +192,7 @@ def _unpack(package: Path) -> Path:
                               f"(damaged or altered)")
     dst = cache_dir() / "models" / want[:16] / "model.pt"
     if not dst.is_file():
-        with atomic_path(dst) as tmp:
-            tmp.write_bytes(data)
+        write_bytes(dst, data)
     return dst
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from avstm.evaluate.baselines import BASELINES
-from avstm.io import atomic_path
+from avstm.io import write_text
 
 BASELINE_NAMES = {"centre": "the centre prior", "whole-image": "the whole image",
                   "uniform": "the uniform map"}
@@ -84,6 +84,4 @@ def write_summary(result, truth, *, features: str | os.PathLike | None = None,
             cfg = dataclasses.replace(result.config, baseline=b, figure_videos=0)
             others[b] = evaluate(truth, features=features, config=cfg, groups=groups, progress=False)
     path = Path(result.metrics_path).with_name("summary.txt")
-    with atomic_path(path) as tmp:
-        tmp.write_text(summary_text(result, others), encoding="utf-8")
-    return path
+    return write_text(path, summary_text(result, others))

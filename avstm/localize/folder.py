@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from avstm.datasets import VIDEO_EXTENSIONS
 from avstm.errors import AnnotationError, AvstmError, StorageError
-from avstm.io import atomic_path, remove_stale_temporaries
+from avstm.io import remove_stale_temporaries, write_text
 from avstm.localize.run import LocalizeConfig, LocalizeModel, localize_to, open_video
 
 SUMMARY_FIELDS = ("video", "duration", "has_audio", "event", "probability", "sounding_seconds",
@@ -115,13 +115,11 @@ def _write_table(out: Path, rows: list[dict[str, Any]]) -> tuple[Path, Path | No
     writer.writeheader()
     writer.writerows(rows)
     summary = out / "summary.csv"
-    with atomic_path(summary) as tmp:
-        tmp.write_text(buf.getvalue(), encoding="utf-8")
+    write_text(summary, buf.getvalue())
     failures = out / "failures.txt"
     bad = [r for r in rows if r["status"] == "failed"]
     if bad:
-        with atomic_path(failures) as tmp:
-            tmp.write_text("".join(f"{r['error']}\n" for r in bad), encoding="utf-8")
+        write_text(failures, "".join(f"{r['error']}\n" for r in bad))
         return summary, failures
     failures.unlink(missing_ok=True)
     return summary, None

@@ -31,7 +31,7 @@ import numpy as np
 
 from avstm import media
 from avstm.errors import MediaError
-from avstm.io import atomic_path
+from avstm.io import atomic_path, write_bytes
 from avstm.localize.boxes import Box, upsample_map
 
 BOX_COLOR = (255, 255, 255)  # RGB; white is absent from the JET colormap and survives chroma
@@ -368,8 +368,7 @@ class OverlayWriter:
             ok, data = cv2.imencode(".png", cv2.cvtColor(draw(img, p), cv2.COLOR_RGB2BGR))
             if not ok:
                 raise MediaError(self.frames_dir / name, "PNG encoding failed")
-            with atomic_path(self.frames_dir / name) as tmp:
-                tmp.write_bytes(data.tobytes())
+            write_bytes(self.frames_dir / name, data.tobytes())
             p += 1
         return p
 

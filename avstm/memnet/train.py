@@ -31,7 +31,7 @@ from tqdm import tqdm
 from avstm.cache import FeatureCache, check_fits, compare_configs
 from avstm.device import resolve_device
 from avstm.errors import CacheError, CheckpointError, ConfigMismatch
-from avstm.io import atomic_path, check_writable, remove_stale_temporaries, write_json
+from avstm.io import check_writable, remove_stale_temporaries, write_json, write_text
 from avstm.memnet import data
 from avstm.memnet.checkpoint import read_checkpoint, save_checkpoint
 from avstm.memnet.config import IN_MEMORY_CHOICES, RUNTIME_FIELDS, ModelConfig, TrainConfig  # noqa: F401
@@ -334,5 +334,4 @@ def _read_history(path: Path, upto: int) -> list[dict]:
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in history))
+    write_text(path, "".join(json.dumps(r) + "\n" for r in history))

@@ -26,7 +26,7 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from avstm.errors import ConfigMismatch
-from avstm.io import atomic_path, check_writable, remove_stale_temporaries, write_json
+from avstm.io import check_writable, remove_stale_temporaries, write_json, write_text
 from avstm.synth.classes import CLASSES
 from avstm.synth.config import SynthConfig
 from avstm.synth.render import SceneRenderer
@@ -176,8 +176,7 @@ def _check_existing(out_dir: Path, config: SynthConfig) -> None:
 
 
 def _write_lines(path: Path, lines: list[str]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    write_text(path, "".join(line + "\n" for line in lines))
 
 
 def _meta(config: SynthConfig, records: list[VideoRecord]) -> dict:
