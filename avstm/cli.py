@@ -22,7 +22,7 @@ from avstm.evaluate.protocols import PROTOCOLS
 from avstm.evaluate.config import EvaluateConfig
 from avstm.extract.config import ExtractConfig
 from avstm.localize.config import LocalizeConfig
-from avstm.memnet.config import ATTENTION_SCALES, MAPS, TrainConfig
+from avstm.memnet.config import ATTENTION_SCALES, MAPS, VISUAL_POOLS, TrainConfig
 from avstm.synth.config import SIZES as SYNTH_SIZES, SynthConfig
 
 
@@ -322,7 +322,10 @@ def _train_default(name):
 @click.option("--audio-dropout", type=float, default=_train_default("audio_dropout"), show_default=True,
               help="Share of training steps whose audio half of the classifier input is zeroed.")
 @click.option("--visual-loss", type=float, default=_train_default("visual_loss"), show_default=True,
-              help="Weight of an extra cross-entropy of the attended visual half alone (0: off).")
+              help="Weight of an extra cross-entropy of the visual half alone (0: off).")
+@click.option("--visual-pool", type=click.Choice(list(VISUAL_POOLS)), default=_train_default("visual_pool"),
+              show_default=True, help="What that visual head classifies: attention (Σ x̂_av) or mean (x̂_v averaged "
+                                      "over positions, a CAM head; read its map with --map class_cam).")
 @click.option("--contrastive", type=float, default=_train_default("contrastive"), show_default=True,
               help="Weight of an in-batch audio-visual contrastive term on the memory layer's scores (0: off).")
 @quiet_option

@@ -50,6 +50,7 @@ RECIPES = {  # TrainConfig changes over the tool's defaults
     "visual-loss+contrastive": {"attention_scale": "none", "visual_loss": 1.0, "contrastive": 1.0},
     "sqrt+contrastive": {"attention_scale": "sqrt", "contrastive": 1.0},
     "sqrt+visual-loss": {"attention_scale": "sqrt", "visual_loss": 1.0},
+    "sqrt+cam": {"attention_scale": "sqrt", "visual_loss": 1.0, "visual_pool": "mean"},
 }
 ALL_MODES = ("paper", "sqrt-scale")  # recipes trained with every memory mode
 BASELINES = ("centre", "whole-image")

@@ -150,6 +150,8 @@ def test_ave_annotations_given_as_box_annotations(shared_data, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["train", "--features", "f.h5", "--batch-size", "0"], "Error: --batch-size must be at least 1, got 0"),
     (["train", "--features", "f.h5", "--epochs", "0"], "Error: --epochs must be at least 1, got 0"),
+    (["train", "--features", "f.h5", "--visual-pool", "mean"],
+     "Error: --visual-pool mean needs the visual head: --visual-loss > 0"),
     (["synth", "--fps", "10"], "Error: --fps must be a multiple of the 4 annotated frames per second, got 10"),
     (["synth", "--width", "33"], "Error: --width must be even and >= 32, got 33"),
     (["extract", "--dataset", "ave", "--root", "r", "--frame-size", "16"],

@@ -7,7 +7,7 @@ from avstm.memnet.config import MODEL_FIELDS, ModelConfig, TrainConfig
 
 def other_value(field: dataclasses.Field):
     chosen = {"memory": "unimodal", "map": "alpha_hat", "attention_scale": "learned",
-              "heads": 2, "dim": 64}
+              "heads": 2, "dim": 64, "visual_pool": "mean"}
     if field.name in chosen:
         return chosen[field.name]
     return field.default + 1 if isinstance(field.default, int) else field.default / 2 + 0.05
@@ -16,10 +16,10 @@ def other_value(field: dataclasses.Field):
 def test_every_model_field_of_a_run_reaches_the_network():
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     changed = {name: other_value(fields[name]) for name in MODEL_FIELDS}
-    model = TrainConfig(**changed).model_config(visual_channels=7, num_classes=3)
+    model = TrainConfig(**changed, visual_loss=0.5).model_config(visual_channels=7, num_classes=3)
     assert {name: getattr(model, name) for name in MODEL_FIELDS} == changed
-    assert (model.visual_channels, model.num_classes, model.visual_head) == (7, 3, False)
-    assert TrainConfig(visual_loss=0.5).model_config(visual_channels=7, num_classes=3).visual_head
+    assert (model.visual_channels, model.num_classes, model.visual_head) == (7, 3, True)
+    assert not TrainConfig().model_config(visual_channels=7, num_classes=3).visual_head
     # the fields ModelConfig has and a run does not set are the cache's and visual_head
     rest = {f.name for f in dataclasses.fields(ModelConfig)} - set(MODEL_FIELDS)
     assert rest == {"visual_channels", "num_classes", "audio_channels", "visual_head"}

@@ -247,6 +247,28 @@ def test_class_cam_is_the_visual_heads_evidence_for_the_predicted_class():
         make_model("none")(visual.float(), audio.float(), map="class_cam")
 
 
+@pytest.mark.parametrize("memory", ["none", "full"])
+def test_a_mean_pooled_visual_head_is_a_cam_head(memory):
+    # With visual_pool "mean" the head classifies x̂_v averaged over positions, so class_cam
+    # averaged over positions plus the bias is exactly the head's logit of the predicted class;
+    # the attention-pooled head (Σ x̂_av) does not have this property.
+    visual, audio = make_clip(2, 3)
+    model = make_model(memory, map="class_cam", visual_head=True, visual_pool="mean").double()
+    out = model(visual, audio)
+    cls = out.logits[..., :-1].argmax(-1)  # (B, T)
+    bias = model.visual_classifier.bias.double()[cls]  # (B, T)
+    head = out.visual_logits.gather(-1, cls[..., None])[..., 0]  # (B, T)
+    torch.testing.assert_close(out.maps.mean(dim=(2, 3)) + bias, head)
+    torch.testing.assert_close(out.visual_logits, model.visual_classifier(out.visual.mean(dim=(3, 4))))
+    other = make_model(memory, map="class_cam", visual_head=True).double()
+    out = other(visual, audio)
+    cls = out.logits[..., :-1].argmax(-1)
+    head = out.visual_logits.gather(-1, cls[..., None])[..., 0]
+    assert not torch.allclose(out.maps.mean(dim=(2, 3)) + other.visual_classifier.bias.double()[cls], head)
+    with pytest.raises(ValueError, match="visual_pool"):
+        ModelConfig(visual_channels=CV, num_classes=5, visual_pool="max")
+
+
 def test_a_config_saved_before_the_map_and_scale_existed_keeps_its_meaning():
     old = ModelConfig(visual_channels=CV, num_classes=5).to_dict()
     del old["attention_scale"], old["map"]

@@ -41,6 +41,13 @@ def check_map(name: str, *, visual_head: bool = True) -> str:
         raise ValueError("map class_cam needs the visual head (train with visual_loss > 0)")
     return name
 DEFAULT_ATTENTION_SCALE = "sqrt"
+# What the visual head (TrainConfig.visual_loss > 0) classifies; its class activation map
+# ``class_cam`` is w_c·x̂_v(i,j) either way.
+VISUAL_POOLS = {
+    "attention": "Σ_ij x̂_av, the audio-attended visual half of O^t",
+    "mean": "the mean over positions of x̂_v (a CAM head, Zhou et al. 2016: its class_cam "
+            "averages to the head's logit, so every cell of the object is pushed up)",
+}
 
 
 @dataclass(frozen=True)
@@ -65,8 +72,10 @@ class ModelConfig(PlainConfig):
     dropout: float = 0.1  # before the classifier's last layer
     map: str = DEFAULT_MAP  # which of MAPS ``maps`` returns (localize, evaluate, maps files)
     attention_scale: str = DEFAULT_ATTENTION_SCALE  # one of ATTENTION_SCALES, on both spatial attentions
-    # An extra linear head classifying Σ_ij x̂_av alone (for TrainConfig.visual_loss)
+    # An extra linear head classifying the visual half alone (for TrainConfig.visual_loss),
+    # pooled as VISUAL_POOLS[visual_pool] says
     visual_head: bool = False
+    visual_pool: str = "attention"
     # Training only: the share of steps whose audio half of O^t is zeroed, so that the
     # classifier has to use the visual half (identity in eval mode)
     audio_dropout: float = 0.0
@@ -76,6 +85,8 @@ class ModelConfig(PlainConfig):
         if self.attention_scale not in ATTENTION_SCALES:
             raise ValueError(f"attention_scale must be one of {ATTENTION_SCALES}, "
                              f"got {self.attention_scale!r}")
+        if self.visual_pool not in VISUAL_POOLS:
+            raise ValueError(f"visual_pool must be one of {tuple(VISUAL_POOLS)}, got {self.visual_pool!r}")
         if not 0.0 <= self.audio_dropout < 1.0:
             raise ValueError(f"audio_dropout must lie in [0, 1), got {self.audio_dropout}")
         if self.memory not in MEMORY_MODES:
@@ -94,7 +105,7 @@ LABEL_MODES = ("video", "segment")  # weak video label on every step | per-secon
 # passes them on); visual_channels and num_classes come from the cache, visual_head from
 # TrainConfig.visual_loss.
 MODEL_FIELDS = ("dim", "proj_layers", "memory", "memory_length", "heads", "hidden", "dropout",
-                "map", "attention_scale", "audio_dropout")
+                "map", "attention_scale", "audio_dropout", "visual_pool")
 
 
 IN_MEMORY_CHOICES = ("auto", "yes", "no")
@@ -133,14 +144,17 @@ class TrainConfig(PlainConfig):
     map: str = ModelConfig.map
     attention_scale: str = ModelConfig.attention_scale
     audio_dropout: float = ModelConfig.audio_dropout
+    visual_pool: str = ModelConfig.visual_pool  # what the visual_loss head pools (VISUAL_POOLS)
     # Options from the field (objective.py), 0 = off (the paper's objective alone)
-    visual_loss: float = 0.0  # weight of the cross-entropy of Σ x̂_av alone
+    visual_loss: float = 0.0  # weight of the cross-entropy of the visual head (visual_pool)
     contrastive: float = 0.0  # weight of the in-batch audio-visual contrastive term
 
     def __post_init__(self):
         for name in ("visual_loss", "contrastive"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.visual_pool != ModelConfig.visual_pool and not self.visual_loss > 0:
+            raise ValueError(f"visual_pool {self.visual_pool} needs the visual head: visual_loss > 0")
         for name in ("batch_size", "epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

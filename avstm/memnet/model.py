@@ -217,7 +217,10 @@ class STMNet(nn.Module):
             keep = torch.rand(query.shape[0], 1, device=query.device) >= self.config.audio_dropout
             query = query * keep.to(query.dtype)  # the audio half of O only, not the maps
         logits = self.classifier(torch.cat([pooled_av, query], dim=1))  # O: (N, 2C)
-        visual_logits = self.visual_classifier(pooled_av) if self.visual_classifier is not None else None
+        visual_logits = None
+        if self.visual_classifier is not None:  # VISUAL_POOLS
+            pooled_v = x_v.mean(dim=(2, 3)) if self.config.visual_pool == "mean" else pooled_av  # (N, C)
+            visual_logits = self.visual_classifier(pooled_v)
         if map_name == "class_cam":
             cls = logits[:, :-1].argmax(dim=-1)  # predicted event class, background excluded: (N,)
             weight = self.visual_classifier.weight[cls]  # w_c: (N, C)

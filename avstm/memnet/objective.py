@@ -1,8 +1,10 @@
 """The training objective: the paper's weak cross-entropy, and the options from the field.
 
 - The paper's: cross-entropy of the event class from O^t = [Σ_ij x̂_av; φ(x̂_a)] on every step.
-- ``visual_loss`` (off by default): cross-entropy of a head that sees Σ_ij x̂_av alone, so the
-  audio-attended visual half must carry the class by itself.
+- ``visual_loss`` (off by default): cross-entropy of a head that sees the visual half alone,
+  so that it must carry the class by itself: Σ_ij x̂_av (``visual_pool`` "attention"), or x̂_v
+  averaged over positions ("mean"), a CAM head (Zhou et al. 2016) whose map ``class_cam``
+  averages to its logit, so that every cell of the object is pushed up, not only the peak.
 - ``contrastive`` (off by default): the audio–visual contrastive term of EZ-VSL / LVS on the
   memory layer's cross-modal scores: for each step, the similarity of a clip's visual map with
   an audio query is the maximum over positions of the cosine between x̂_v(i,j) and φ(x̂_a);
