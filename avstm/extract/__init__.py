@@ -8,7 +8,7 @@ _EXPORTS = {
     "VISUAL_BACKBONES": "avstm.extract.backbones", "VisualBackbone": "avstm.extract.backbones",
     "load_visual_backbone": "avstm.extract.backbones", "weights_checksum":
     "avstm.extract.backbones",
-    "CONTENT_FIELDS": "avstm.cache", "ExtractConfig": "avstm.extract.config",
+    "CONTENT_FIELDS": "avstm.cache.format", "ExtractConfig": "avstm.extract.config",
     "ExtractResult": "avstm.extract.pipeline", "FeatureExtractor": "avstm.extract.pipeline",
     "audio_examples": "avstm.extract.pipeline", "extract": "avstm.extract.pipeline",
     "VGGishTrunk": "avstm.extract.vggish", "example_windows": "avstm.extract.vggish",
