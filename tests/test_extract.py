@@ -12,7 +12,8 @@ from avstm.cache import FeatureCache
 from avstm.cli import cli
 from avstm.datasets import read_ave
 from avstm.extract.config import ExtractConfig
-from avstm.extract.pipeline import audio_examples, extract
+from avstm.extract.features import audio_examples
+from avstm.extract.pipeline import extract
 from clips import write_clip
 
 LITE = ["--visual-backbone", "efficientnet_lite0", "--audio-weights", "random", "--workers", "1",
@@ -123,7 +124,7 @@ def test_the_extraction_path_scales_frames_as_the_backbone_was_trained():
     # (x / 255 - mean) / std with the backbone's own constants: a missing or wrong scaling
     # changes every map by far more than float tolerance
     from avstm.extract.backbones import VISUAL_BACKBONES
-    from avstm.extract.pipeline import FeatureExtractor
+    from avstm.extract.features import FeatureExtractor
 
     ex = FeatureExtractor(ExtractConfig(visual_backbone="efficientnet_lite0", visual_weights="random",
                                         audio_weights="random", device="cpu", batch_size=4))

@@ -14,7 +14,9 @@ FORBIDDEN = {
     "avstm.cache": ("avstm.memnet", "avstm.extract", "avstm.localize", "avstm.evaluate", "avstm.cli"),
     "avstm.media": ("avstm.memnet", "avstm.cache", "avstm.extract", "avstm.localize", "avstm.evaluate"),
     "avstm.extract": ("avstm.memnet", "avstm.localize", "avstm.evaluate", "avstm.cli"),
-    "avstm.localize": ("avstm.evaluate", "avstm.cli"),
+    # localize runs the backbones (extract.features), not the batch pipeline of datasets
+    "avstm.localize": ("avstm.evaluate", "avstm.cli", "avstm.extract.pipeline"),
+    "avstm.extract.features": ("avstm.extract.pipeline",),
     "avstm.evaluate": ("avstm.cli",),
     "avstm.io": ("avstm.",), "avstm.errors": ("avstm.",), "avstm.config": ("avstm.",),
     "avstm._version": ("avstm",),

@@ -37,7 +37,8 @@ from avstm import media
 from avstm.cache import FeatureCache, check_fits
 from avstm.errors import CheckpointError, ConfigMismatch, MediaError
 from avstm.extract.config import ExtractConfig
-from avstm.extract.pipeline import FeatureExtractor, audio_examples, resolve_device
+from avstm.device import resolve_device
+from avstm.extract.features import FeatureExtractor, audio_examples
 from avstm.localize.config import BOX_METHODS, LocalizeConfig  # noqa: F401
 from avstm.localize.boxes import Box, maps_to_boxes_batch, upsample_map
 from avstm.localize.overlay import OverlaySample, OverlayWriter
