@@ -75,7 +75,7 @@ def _encode(arr: np.ndarray, dtype: str, what: str) -> tuple[np.ndarray, float]:
 def _write_video(group: h5py.Group, rec: VideoRecord, dtype: str) -> None:
     """Write one video into ``group`` (a new, empty group); ``complete`` is set last."""
     for name, arr in (("visual", rec.visual), ("audio", rec.audio)):
-        data, scale = _encode(arr, dtype, f"{rec.source}: {name}")
+        data, scale = _encode(arr, dtype, name)
         group.create_dataset(name, data=data, chunks=(1,) + arr.shape[1:])
         group.attrs[f"{name}_scale"] = scale
     group.create_dataset("times", data=rec.times.astype(np.float64))
@@ -184,6 +184,7 @@ class CacheWriter:
                 if self._error is None:
                     self._write_now(rec)
             except CacheError as e:  # this video only (non-finite data): listed, the rest goes on
+                # (extract counts each one as failed, not done)
                 self.rejected.append((rec.id, str(e)))
             except BaseException as e:  # disk full, ...: handed to the main thread by write()/close()
                 self._abandon_part()

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from avstm.device import resolve_device
-from avstm.cache import finite_max_abs
 from avstm.extract.backbones import VisualBackbone, load_visual_backbone, weights_checksum
 from avstm.extract.config import ExtractConfig
 from avstm.extract.vggish import example_windows, load_vggish, log_mel
@@ -24,12 +23,11 @@ from avstm.extract.vggish import example_windows, load_vggish, log_mel
 
 @dataclasses.dataclass
 class _Launched:
-    """A batch whose features are on their way to the host: visual (N, h, w, C_v), audio
-    (N, 6, 4, 512) float32 and finite (N,) bool CPU tensors, valid once ``event`` completed."""
+    """A batch whose features are on their way to the host: visual (N, h, w, C_v) and audio
+    (N, 6, 4, 512) float32 CPU tensors, valid once ``event`` completed."""
 
     visual: torch.Tensor
     audio: torch.Tensor
-    finite: torch.Tensor
     event: torch.cuda.Event | None
 
 
@@ -98,13 +96,12 @@ class FeatureExtractor:
             a = self.audio_net(m)[:n]  # (N, 512, 6, 4)
         v = v.float().permute(0, 2, 3, 1).contiguous()  # (N, h, w, C_v)
         a = a.float().permute(0, 2, 3, 1).contiguous()  # (N, 6, 4, 512)
-        finite = finite_max_abs(v, 0)[0] & finite_max_abs(a, 0)[0]  # (N,)
         if timings is not None and self.cuda:
             torch.cuda.synchronize(self.device)
             t1 = time.perf_counter()
             timings["backbone"] += t1 - t0
             t0 = t1
-        out = _Launched(self._to_host(v), self._to_host(a), self._to_host(finite), None)
+        out = _Launched(self._to_host(v), self._to_host(a), None)
         if self.cuda:
             out.event = torch.cuda.Event()
             out.event.record()
@@ -115,12 +112,12 @@ class FeatureExtractor:
         return out
 
     @staticmethod
-    def collect(launched: _Launched) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Wait for a launched batch: visual (N, h, w, C_v), audio (N, 6, 4, 512) float32,
-        finite (N,) bool, on the CPU."""
+    def collect(launched: _Launched) -> tuple[torch.Tensor, torch.Tensor]:
+        """Wait for a launched batch: visual (N, h, w, C_v), audio (N, 6, 4, 512) float32, on
+        the CPU (not checked for inf or NaN: the cache writer refuses such a video)."""
         if launched.event is not None:
             launched.event.synchronize()
-        return launched.visual, launched.audio, launched.finite
+        return launched.visual, launched.audio
 
     def _pinned(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.as_tensor(x)

@@ -145,7 +145,7 @@ class _Batcher:
         self.inputs: collections.deque = collections.deque()  # (frames, logmel) not yet batched
         self.buffered = 0
         self.videos: collections.deque = collections.deque()  # Decoded waiting for features
-        self.outputs: collections.deque = collections.deque()  # (visual, audio, finite) chunks
+        self.outputs: collections.deque = collections.deque()  # (visual, audio) chunks
         self.ready = 0
 
     def add(self, d: Decoded) -> None:
@@ -164,18 +164,18 @@ class _Batcher:
         torch.cat([p[1] for p in parts], out=logmel)
         return frames, logmel
 
-    def done(self, visual: torch.Tensor, audio: torch.Tensor, finite: torch.Tensor
-             ) -> Iterator[tuple[Decoded, np.ndarray, np.ndarray, bool]]:
-        """Add a batch's features; yield (video, visual (N, h, w, C), audio (N, 6, 4, 512), finite)
-        for each video now complete."""
-        self.outputs.append((visual, audio, finite))
+    def done(self, visual: torch.Tensor, audio: torch.Tensor
+             ) -> Iterator[tuple[Decoded, np.ndarray, np.ndarray]]:
+        """Add a batch's features; yield (video, visual (N, h, w, C), audio (N, 6, 4, 512)) for
+        each video now complete."""
+        self.outputs.append((visual, audio))
         self.ready += len(visual)
         while self.videos and len(self.videos[0].frames) <= self.ready:
             d = self.videos.popleft()
             n = len(d.frames)
-            v, a, f = (torch.cat(x) if len(x) > 1 else x[0] for x in zip(*_take(self.outputs, n)))
+            v, a = (torch.cat(x) if len(x) > 1 else x[0] for x in zip(*_take(self.outputs, n)))
             self.ready -= n
-            yield d, v.numpy(), a.numpy(), bool(f.all())
+            yield d, v.numpy(), a.numpy()
 
 
 def _take(chunks: collections.deque, n: int) -> list[tuple[torch.Tensor, ...]]:
@@ -286,6 +286,7 @@ def _extract(dataset: Dataset, out: Path, extractor: FeatureExtractor, rank: int
     target = out if world == 1 else shard_path(out, rank, world)
     timings = dict.fromkeys(TIMING_KEYS, 0.0)
     result = ExtractResult(out=str(out), config=stored, timings=timings)
+    queued: dict[str, int] = {}  # id -> frames of each video handed to the writer
     with CacheWriter(target, config=stored, classes=dataset.classes, content_fields=CONTENT_FIELDS) as writer:
         done = writer.done_ids()
         if world > 1 and out.exists():
@@ -308,9 +309,9 @@ def _extract(dataset: Dataset, out: Path, extractor: FeatureExtractor, rank: int
             t0 = time.perf_counter()
             outputs = extractor.collect(launched)
             timings["backbone"] += time.perf_counter() - t0
-            for d, visual, audio, finite in batcher.done(*outputs):
+            for d, visual, audio in batcher.done(*outputs):
                 t0 = time.perf_counter()
-                _write(writer, result, dataset, d, visual, audio, finite)
+                _write(writer, result, dataset, d, visual, audio, queued)
                 timings["write"] += time.perf_counter() - t0
                 bar.update(1)
             bar.set_postfix(frames_per_s=f"{result.frames / max(time.perf_counter() - t_start, 1e-9):.1f}")
@@ -356,6 +357,7 @@ def _extract(dataset: Dataset, out: Path, extractor: FeatureExtractor, rank: int
             finish(in_flight)
         bar.close()
         t0 = time.perf_counter()
+    _count_rejected(writer, result, dataset, queued)  # the writer has closed: all are handled
     if world > 1:
         import torch.distributed as dist
         dist.barrier()
@@ -394,11 +396,9 @@ def _check_space(target: Path, config: ExtractConfig, videos: int) -> None:
 
 
 def _write(writer: CacheWriter, result: ExtractResult, dataset: Dataset, d: Decoded,
-           visual: np.ndarray, audio: np.ndarray, finite: bool) -> None:
-    """Queue one finished video for the cache (or record why it failed)."""
-    if not finite:
-        result.failed.append((d.item.id, d.item.path, "backbone produced inf or NaN"))
-        return
+           visual: np.ndarray, audio: np.ndarray, queued: dict[str, int]) -> None:
+    """Queue one finished video for the cache (``queued``: id -> frames); it counts as done
+    unless the writer refuses it (``_count_rejected``)."""
     n = len(d.frames)
     s, t = d.times.shape
     writer.write(VideoRecord(
@@ -409,3 +409,16 @@ def _write(writer: CacheWriter, result: ExtractResult, dataset: Dataset, d: Deco
         duration=d.duration, has_audio=d.has_audio))
     result.done += 1
     result.frames += n
+    queued[d.item.id] = n
+
+
+def _count_rejected(writer: CacheWriter, result: ExtractResult, dataset: Dataset,
+                    queued: dict[str, int]) -> None:
+    """Videos the writer refused (inf or NaN in their maps: the one check of finite features,
+    ``avstm.cache.writer``) are failures, not done: moved from ``done`` and ``frames`` to
+    ``failed``. Call once the writer has closed (every queued video handled)."""
+    items = {it.id: it for it in dataset.items}
+    for vid, reason in writer.rejected:
+        result.done -= 1
+        result.frames -= queued[vid]
+        result.failed.append((vid, items[vid].path, reason))
