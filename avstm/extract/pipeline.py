@@ -34,6 +34,7 @@ from tqdm import tqdm
 from avstm import media
 from avstm.cache import CONTENT_FIELDS, CacheWriter, VideoRecord, check_unlocked, lock_path, merge_caches
 from avstm.datasets import Dataset, VideoItem, anchored_times, second_labels
+from avstm.device import init_distributed, local_rank
 from avstm.errors import HardwareDecodeError, MediaError
 from avstm.io import check_free_space, check_writable, human_bytes
 from avstm.extract.config import ExtractConfig
@@ -102,7 +103,7 @@ def decode_device(config: ExtractConfig) -> str | None:
     index = media.decode_device_index(config.decode_device)
     if index is None:
         return None
-    return f"cuda:{index or os.environ.get('LOCAL_RANK', '0')}"  # FFmpeg's NVDEC, not torch's
+    return f"cuda:{index or local_rank()}"  # FFmpeg's NVDEC, not torch's
 
 
 def decode_loader(items: list[VideoItem], config: ExtractConfig, *, start_method: str | None = None
@@ -228,15 +229,6 @@ class ExtractResult:
         return "\n".join(lines)
 
 
-def _dist() -> tuple[int, int]:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        import torch.distributed as dist
-        if not dist.is_initialized():
-            dist.init_process_group("gloo")
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def shard_path(out: Path, rank: int, world: int) -> Path:
     """The cache a rank writes under torchrun: ``<stem>.shard{rank}of{world}<suffix>``."""
     return out.with_name(f"{out.stem}.shard{rank}of{world}{out.suffix}")
@@ -252,7 +244,8 @@ def extract(dataset: Dataset, out: str | os.PathLike, *, config: ExtractConfig =
     (costs the overlap of one batch's copies with the next one's compute).
     """
     out = Path(out)
-    rank, world = _dist()
+    d = init_distributed(backend="gloo")  # its collectives are barriers: gloo, also on GPUs
+    rank, world = d.rank, d.world_size
     t_start = time.perf_counter()
     check_writable(out.parent)  # before loading models: a read-only or full disk fails now
     check_unlocked(out if world == 1 else shard_path(out, rank, world))
