@@ -18,6 +18,7 @@ from avstm.cache import FeatureCache, check_fits
 from avstm.device import resolve_device  # noqa: F401  (evaluate.run reads it from here)
 from avstm.errors import AnnotationError, AvstmError
 from avstm.io import atomic_path
+from avstm.memnet.data import model_input
 
 MAPS_TOLERANCE = 0.0005  # seconds: the rounding of a maps key's 3 decimals
 
@@ -161,12 +162,11 @@ def run_model(model, cache: FeatureCache, video: str, *, device="cpu",
     protocol's silence, noise or another video's sound), or None.
     Returns times (S·T,) float64, maps (S·T, h, w) float32, logits (S·T, classes) float32.
     """
-    vis = torch.from_numpy(cache.visual(video))  # (S, T, h, w, C_v)
-    aud = torch.from_numpy(np.ascontiguousarray(
-        cache.audio(video) if audio is None else audio, dtype=np.float32))  # (S, T, 6, 4, 512)
-    vis = vis.flatten(0, 1).permute(0, 3, 1, 2).unsqueeze(0)  # (1, S·T, C_v, h, w)
-    aud = aud.flatten(0, 1).permute(0, 3, 1, 2).unsqueeze(0)  # (1, S·T, 512, 6, 4)
-    out = model(vis.to(device), aud.to(device))
+    vis = cache.visual(video)  # (S, T, h, w, C_v)
+    aud = cache.audio(video) if audio is None else audio  # (S, T, 6, 4, 512)
+    vis = model_input(vis.reshape(1, -1, *vis.shape[2:]), device=device)  # (1, S·T, C_v, h, w)
+    aud = model_input(aud.reshape(1, -1, *aud.shape[2:]), device=device)  # (1, S·T, 512, 6, 4)
+    out = model(vis, aud)
     return (cache.times(video).reshape(-1), out.maps[0].float().cpu().numpy(),
             out.logits[0].float().cpu().numpy())
 

@@ -44,6 +44,7 @@ from avstm.localize.boxes import Box, maps_to_boxes_batch, upsample_map
 from avstm.localize.overlay import OverlaySample, OverlayWriter
 from avstm.localize.proposals import ProposalDetector, ground
 from avstm.memnet.checkpoint import CheckpointInfo, load_model
+from avstm.memnet.data import model_input
 from avstm.memnet.model import STMNet
 
 STATES = ("sounding", "background", "no audio")  # LocalizedFrame.state
@@ -274,8 +275,8 @@ class _Stepper:
         """visual (n, 8, 8, C_v), audio (n, 6, 4, 512) channels-last → maps (n, 8, 8),
         probabilities (n, K + 1), float32."""
         dev = self.model.device
-        v = torch.from_numpy(visual).to(dev).permute(0, 3, 1, 2)  # (n, C_v, 8, 8)
-        a = torch.from_numpy(audio).to(dev).permute(0, 3, 1, 2)  # (n, 512, 6, 4)
+        v = model_input(visual, device=dev)  # (n, C_v, 8, 8)
+        a = model_input(audio, device=dev)  # (n, 512, 6, 4)
         maps, logits = [], []
         for i in range(len(v)):
             m, lg, self.state = self.model.net.step(v[i:i + 1], a[i:i + 1], self.state)
