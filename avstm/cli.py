@@ -184,8 +184,8 @@ def extract(dataset, root, videos, labels, annotations, ids, anchor, out, quiet,
             raise click.UsageError("--dataset ave needs --root")
         data = read_ave(root)
     elif dataset in ("vggss", "flickr"):
-        from avstm.datasets import (FLICKR_FRAME_TIME, VGGSS_FRAME_TIME, read_flickr_clips,
-                                    read_vggss_clips)
+        from avstm.benchmarks import (FLICKR_FRAME_TIME, VGGSS_FRAME_TIME, read_flickr_clips,
+                                      read_vggss_clips)
 
         if videos is None or annotations is None:
             raise click.UsageError(f"--dataset {dataset} needs --videos and --annotations")

@@ -27,10 +27,6 @@ FORBIDDEN = {
     "avstm._version": ("avstm",),
 }
 ALLOWED = {"avstm.io": ("avstm.errors",)}
-# Cycles broken today by an import inside a function, left for a later slice of issue 14. The
-# test fails on any other cycle, and when one of these is gone (then delete it here).
-KNOWN_CYCLES = {("avstm.datasets", "avstm.evaluate.annotations"),
-                ("avstm.evaluate.metrics", "avstm.evaluate.protocols")}
 
 
 def module_name(path: Path) -> str:
@@ -68,7 +64,7 @@ def test_no_forbidden_arrow():
     assert not bad
 
 
-def test_no_new_import_cycle_even_through_imports_inside_functions():
+def test_no_import_cycle_even_through_imports_inside_functions():
     edges = {m: {i for i, _ in found if i in GRAPH and i != m} for m, found in GRAPH.items()}
     # a package's own __init__ is lazy (avstm/_lazy.py) and names its modules only as strings
     cycles, state = [], {}
@@ -85,7 +81,7 @@ def test_no_new_import_cycle_even_through_imports_inside_functions():
     for m in sorted(edges):
         if m not in state:
             visit(m, [m])
-    assert {tuple(sorted(set(c))) for c in cycles} == KNOWN_CYCLES
+    assert not cycles
 
 
 def test_no_test_skips_when_one_of_our_modules_fails_to_import():

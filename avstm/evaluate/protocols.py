@@ -25,8 +25,11 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 
 from avstm.errors import AvstmError
-from avstm.evaluate.metrics import (AUC_THRESHOLDS, annotator_consensus, binarize_many,
-                                    boxes_to_masks, resize_bilinear, scale_boxes)
+from avstm.evaluate.regions import annotator_consensus, binarize_many, scale_boxes
+from avstm.maps import boxes_to_masks, resize_bilinear
+
+# Success-rate thresholds of avstm's AUC: 0, 0.05, ..., 1 (i / 20, so 0.15 is the float 0.15).
+AUC_THRESHOLDS = np.arange(21) / 20.0
 
 
 class Rule(NamedTuple):
