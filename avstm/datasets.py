@@ -34,6 +34,8 @@ import numpy as np
 
 from avstm.errors import AnnotationError
 
+DATASET_FORMATS = ("ave", "folder", "vggss", "flickr")  # what ``avstm extract --dataset`` reads
+
 SPLITS = ("train", "val", "test")
 AVE_SPLIT_FILES = {"train": "trainSet.txt", "val": "valSet.txt", "test": "testSet.txt"}
 AVE_HEADER = "Category&VideoID&Quality&StartTime&EndTime"

@@ -296,6 +296,10 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 
+# the evaluation resolutions the protocols use by default (the CLI's --size choices)
+SIZES = tuple(sorted({p.size for p in PROTOCOLS.values()}, reverse=True))
+
+
 def get_protocol(name: str | Protocol) -> Protocol:
     """The protocol called ``name``; AvstmError listing the known ones otherwise."""
     if isinstance(name, Protocol):

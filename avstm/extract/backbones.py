@@ -27,6 +27,7 @@ import torchvision
 from torch import nn
 
 from avstm.errors import WeightsError
+from avstm.extract.config import VISUAL_BACKBONE_NAMES
 from avstm.io import torch_load_problem
 from avstm.extract import efficientnet_lite
 
@@ -53,6 +54,11 @@ VISUAL_BACKBONES: dict[str, BackboneSpec] = {
         taps=dict(efficientnet_lite.TAP_CHANNELS), default_tap="blocks",
         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), imagenet_url=None),
 }
+
+
+if tuple(VISUAL_BACKBONES) != VISUAL_BACKBONE_NAMES:  # the CLI offers the torch-free list
+    raise ImportError(f"VISUAL_BACKBONES {tuple(VISUAL_BACKBONES)} differ from "
+                      f"extract.config.VISUAL_BACKBONE_NAMES {VISUAL_BACKBONE_NAMES}")
 
 
 # ---------------------------------------------------------------------------------------------
