@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
-from avstm.cache import FeatureCache, fp16_scale
+from avstm.cache import FeatureCache
 from avstm.errors import CacheError
 from avstm.memnet.config import LABEL_MODES
 
@@ -96,20 +96,14 @@ def video_infos(cache: FeatureCache, split: str) -> list[VideoInfo]:
     return out
 
 
-def _stored_half(cache: FeatureCache) -> bool:
-    """Whether the cache stores float16 maps (then a float16 copy in memory is lossless)."""
-    return str(cache.config.get("dtype", "float32")) == "float16"
-
-
 def split_bytes(cache_path: str | os.PathLike, infos: list[VideoInfo]) -> int:
     """Bytes that ``preload`` of ``infos`` takes in memory."""
     if not infos:
         return 0
     with FeatureCache(cache_path) as cache:
-        v = cache.visual(infos[0].id, seconds=0)  # (T, 8, 8, C_v)
-        a = cache.audio(infos[0].id, seconds=0)  # (T, 6, 4, 512)
-        width = 2 if _stored_half(cache) else 4
-    return (v.size + a.size) * width * sum(i.num_seconds for i in infos)
+        v, _ = cache.stored(infos[0].id, "visual", 0)  # (T, 8, 8, C_v) as stored
+        a, _ = cache.stored(infos[0].id, "audio", 0)  # (T, 6, 4, 512)
+    return (v.nbytes + a.nbytes) * sum(i.num_seconds for i in infos)
 
 
 def available_memory() -> int:
@@ -147,8 +141,8 @@ def model_input(maps, scale=1.0, *, device: torch.device | str | None = None,
 @dataclass
 class _Held:
     """One video in memory, channels-first: visual (S, T, C_v, 8, 8) and audio (S, T, 512, 6, 4)
-    as float16 divided by a power-of-two scale (from a float16 cache: bit-exact, half the RAM)
-    or as float32 with scale 1; labels (S,) int64."""
+    as the cache stores them: float16 and the cache's power-of-two scale (value = stored ×
+    scale; half the RAM) or float32 with scale 1; labels (S,) int64."""
 
     visual: np.ndarray
     visual_scale: float
@@ -157,26 +151,22 @@ class _Held:
     labels: np.ndarray
 
 
-def _pack(x: np.ndarray, half: bool) -> tuple[np.ndarray, float]:
-    """Channels-last (S, T, H, W, C) float32 → channels-first copy and its scale."""
-    x = x.transpose(0, 1, 4, 2, 3)
-    if not half:
-        return np.ascontiguousarray(x, dtype=np.float32), 1.0
-    # the cache's own rule: a power of two keeps |stored| in float16's range; dividing is exact
-    scale = fp16_scale(float(np.max(np.abs(x))) if x.size else 0.0)
-    return np.ascontiguousarray(x / scale, dtype=np.float16), scale
+def _channels_first(stored: np.ndarray) -> np.ndarray:
+    """(S, T, H, W, C) maps as the cache stores them → a (S, T, C, H, W) copy, the layout
+    ``model_input(..., channels_last=False)`` reads."""
+    return np.ascontiguousarray(stored.transpose(0, 1, 4, 2, 3))
 
 
 def preload(cache_path: str | os.PathLike, infos: list[VideoInfo], *, progress: bool = False
             ) -> dict[str, _Held]:
-    """Read videos ``infos`` into memory (id → _Held), in the precision the cache stores."""
+    """Read videos ``infos`` into memory (id → _Held), as the cache stores them (float16 with
+    the cache's own scales, or float32): no conversion, so no second copy of its scale rule."""
     out = {}
     with FeatureCache(cache_path) as cache:
-        half = _stored_half(cache)
         for info in tqdm(infos, desc="loading cache", disable=not progress, leave=False):
-            v, vs = _pack(cache.visual(info.id), half)
-            a, as_ = _pack(cache.audio(info.id), half)
-            out[info.id] = _Held(v, vs, a, as_, np.asarray(cache.labels(info.id), dtype=np.int64))
+            (v, vs), (a, as_) = cache.stored(info.id, "visual"), cache.stored(info.id, "audio")
+            out[info.id] = _Held(_channels_first(v), vs, _channels_first(a), as_,
+                                 np.asarray(cache.labels(info.id), dtype=np.int64))
     return out
 
 
