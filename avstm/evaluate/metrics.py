@@ -226,9 +226,9 @@ def evaluate_frame(pred_map: np.ndarray | None, boxes: Sequence, *,
     pred_map: (h, w) float map of any resolution (upsampled to ``config.size``), or a bool
         (h, w) region used as A under every binarisation (e.g. the whole-image baseline), or
         None (no map metrics); NaN/inf raise ValueError.
-    boxes: the frame's ``annotations.Box`` list (sounding and silent), in pixels of
+    boxes: the frame's ``avstm.maps.Box`` list (sounding and silent), in pixels of
         ``image_size`` = (width, height).
-    pred_boxes: (N, 4) xyxy (or objects with ``.xyxy``, e.g. ``avstm.localize.boxes.Box``)
+    pred_boxes: (N, 4) xyxy (or objects with ``.xyxy``, e.g. ``avstm.maps.Box``)
         in pixels of ``pred_image_size`` (default ``image_size``), or None (no box metrics);
         an empty list scores box IoU 0.
     pred_class, true_class: class indices of the frame's second (background = len(classes)),

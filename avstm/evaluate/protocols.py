@@ -74,7 +74,7 @@ def _slices(boxes: Sequence, image_size, size, corners) -> np.ndarray:
 
 
 def mask_pixel_centres(boxes, image_size, size) -> np.ndarray:
-    """avstm: a box covers the pixels whose centres lie inside it (metrics.boxes_to_masks)."""
+    """avstm: a box covers the pixels whose centres lie inside it (avstm.maps.boxes_to_masks)."""
     xyxy = scale_boxes([b.xyxy for b in boxes], image_size, size)
     return boxes_to_masks(xyxy, size)
 
@@ -257,12 +257,12 @@ class Protocol:
         return self.boxless == "zero"
 
     def truth(self, boxes: Sequence, image_size, size) -> np.ndarray:
-        """Sounding ``annotations.Box`` list -> g (H, W) float64 in [0, 1]."""
+        """Sounding ``avstm.maps.Box`` list -> g (H, W) float64 in [0, 1]."""
         masks = RASTERISE[self.rasterise].fn(boxes, image_size, tuple(size))
         return CONSENSUS[self.consensus].fn(masks, [b.annotator for b in boxes])
 
     def masks(self, boxes: Sequence, image_size, size) -> np.ndarray:
-        """``annotations.Box`` list -> (N, H, W) bool masks by this protocol's rasterisation."""
+        """``avstm.maps.Box`` list -> (N, H, W) bool masks by this protocol's rasterisation."""
         return RASTERISE[self.rasterise].fn(boxes, image_size, tuple(size))
 
     def upsampled(self, m: np.ndarray, size) -> np.ndarray:
