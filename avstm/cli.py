@@ -18,11 +18,13 @@ from avstm.device import DEVICE_HELP
 from avstm.errors import AvstmError
 from avstm.demo import DemoConfig
 from avstm.evaluate.baselines import BASELINES
-from avstm.evaluate.protocols import PROTOCOLS
-from avstm.evaluate.config import EvaluateConfig
-from avstm.extract.config import ExtractConfig
-from avstm.localize.config import LocalizeConfig
-from avstm.memnet.config import ATTENTION_SCALES, MAPS, VISUAL_POOLS, TrainConfig
+from avstm.datasets import DATASET_FORMATS
+from avstm.evaluate.protocols import PROTOCOLS, SIZES as EVALUATE_SIZES
+from avstm.evaluate.config import CONFIDENCES, EvaluateConfig
+from avstm.extract.config import DTYPES, VISUAL_BACKBONE_NAMES, ExtractConfig
+from avstm.localize.config import BOX_METHODS, LocalizeConfig
+from avstm.memnet.config import (ATTENTION_SCALES, IN_MEMORY_CHOICES, LABEL_MODES, MAPS, MEMORY_MODES,
+                                 VISUAL_POOLS, TrainConfig)
 from avstm.synth.config import SIZES as SYNTH_SIZES, SynthConfig
 
 
@@ -128,7 +130,7 @@ def cli():
 # ---- commands are defined below, one per stage ------------------------------------------
 
 @cli.command()
-@click.option("--dataset", type=click.Choice(["ave", "folder", "vggss", "flickr"]), required=True,
+@click.option("--dataset", type=click.Choice(DATASET_FORMATS), required=True,
               help="ave: ROOT/AVE/<id>.mp4 + Annotations.txt + split files; folder: --videos DIR + --labels CSV; vggss / flickr: --videos DIR of clips named by the annotation ids + --annotations (docs/benchmarks.md).")
 @click.option("--root", type=click.Path(path_type=Path), help="AVE root (with --dataset ave).")
 @click.option("--videos", type=click.Path(path_type=Path), help="Folder of videos (with --dataset folder, vggss, flickr).")
@@ -141,7 +143,7 @@ def cli():
               help="vggss / flickr: time of the annotated frame in each clip, made the last step [default: 4.96 for VGG-SS, 10 for Flickr].")
 @click.option("--out", type=click.Path(path_type=Path), required=True, callback=_file_out,
               help="The HDF5 cache to write or resume (a file: the one product).")
-@click.option("--visual-backbone", type=click.Choice(["resnet152", "efficientnet_lite0"]),
+@click.option("--visual-backbone", type=click.Choice(VISUAL_BACKBONE_NAMES),
               default=config_default(ExtractConfig, "visual_backbone"), show_default=True)
 @click.option("--visual-weights", default=config_default(ExtractConfig, "visual_weights"), show_default=True,
               help="imagenet, random, or a state-dict file.")
@@ -151,7 +153,7 @@ def cli():
 @click.option("--frame-size", type=int, default=config_default(ExtractConfig, "frame_size"), show_default=True)
 @click.option("--fps", type=int, default=config_default(ExtractConfig, "fps"), show_default=True,
               help="Frames kept per second.")
-@click.option("--dtype", type=click.Choice(["float16", "float32"]), default=config_default(ExtractConfig, "dtype"),
+@click.option("--dtype", type=click.Choice(DTYPES), default=config_default(ExtractConfig, "dtype"),
               show_default=True)
 @click.option("--seed", type=int, default=config_default(ExtractConfig, "seed"), show_default=True,
               help="Seed of random-init backbones.")
@@ -184,8 +186,8 @@ def extract(dataset, root, videos, labels, annotations, ids, anchor, out, quiet,
             raise click.UsageError("--dataset ave needs --root")
         data = read_ave(root)
     elif dataset in ("vggss", "flickr"):
-        from avstm.datasets import (FLICKR_FRAME_TIME, VGGSS_FRAME_TIME, read_flickr_clips,
-                                    read_vggss_clips)
+        from avstm.benchmarks import (FLICKR_FRAME_TIME, VGGSS_FRAME_TIME, read_flickr_clips,
+                                      read_vggss_clips)
 
         if videos is None or annotations is None:
             raise click.UsageError(f"--dataset {dataset} needs --videos and --annotations")
@@ -296,16 +298,16 @@ def _train_default(name):
               help="Videos per step over all ranks.")
 @click.option("--lr", type=float, default=_train_default("lr"), show_default=True, help="Adam learning rate.")
 @click.option("--weight-decay", type=float, default=_train_default("weight_decay"), show_default=True)
-@click.option("--labels", type=click.Choice(["video", "segment"]), default=_train_default("labels"),
+@click.option("--labels", type=click.Choice(LABEL_MODES), default=_train_default("labels"),
               show_default=True, help="video: the video's class on every step; segment: per-second labels with background.")
 @click.option("--seed", type=int, default=_train_default("seed"), show_default=True)
 @click.option("--workers", type=int, default=_train_default("workers"), show_default=True,
               help="DataLoader processes per rank (0: read in the main process).")
-@click.option("--in-memory", type=click.Choice(["auto", "yes", "no"]), default=_train_default("in_memory"),
+@click.option("--in-memory", type=click.Choice(IN_MEMORY_CHOICES), default=_train_default("in_memory"),
               show_default=True, help="Hold the cache in RAM (auto: when it takes under half the free memory).")
 @device_option(_train_default("device"))
 @click.option("--amp/--no-amp", default=_train_default("amp"), show_default=True, help="bf16 autocast on CUDA.")
-@click.option("--memory", type=click.Choice(["none", "unimodal", "full"]), default=_train_default("memory"),
+@click.option("--memory", type=click.Choice(MEMORY_MODES), default=_train_default("memory"),
               show_default=True, help="none: without temporal; unimodal: U; full: C+U.")
 @click.option("--memory-length", type=int, default=_train_default("memory_length"), show_default=True,
               help="K past steps in the memory.")
@@ -366,7 +368,7 @@ def _localize_default(name):
 @click.option("--out", type=click.Path(path_type=Path), required=True, callback=_folder_out,
               help="Folder for boxes.json, overlay.mp4 and maps.npz (with --videos: a folder per video).")
 @click.option("--fps", type=int, default=None, help="Frames per second sampled [default: the checkpoint's extract fps].")
-@click.option("--boxes", type=click.Choice(["otsu", "rpn"]), default=_localize_default("boxes"), show_default=True,
+@click.option("--boxes", type=click.Choice(BOX_METHODS), default=_localize_default("boxes"), show_default=True,
               help="otsu: threshold the map, box its contours; rpn: Faster R-CNN proposals scored by the map, NMS.")
 @click.option("--detector-weights", default=_localize_default("detector_weights"), show_default=True,
               help="rpn: coco, random, or a state-dict file.")
@@ -492,7 +494,7 @@ def _named_checkpoints(values) -> list[tuple[str | None, str]]:
 @click.option("--protocol", type=click.Choice(list(PROTOCOLS)), default=_evaluate_default("protocol"),
               show_default=True,
               help="Rules around cIoU: avstm's, or those of EZ-VSL, LVS or DSOL's code (masks, upsampling, binarisation, consensus, AUC grid, frames without a box).")
-@click.option("--size", type=click.Choice(["256", "224"]), default=None,
+@click.option("--size", type=click.Choice([str(s) for s in EVALUATE_SIZES]), default=None,
               help="Evaluation resolution [default: 256; 224 under ezvsl/lvs/dsol].")
 @click.option("--binarisation", "modes", multiple=True,
               help="value:T, top:P, median or max:R; repeatable (default: all four; a reference protocol uses its own).")
@@ -507,7 +509,7 @@ def _named_checkpoints(values) -> list[tuple[str | None, str]]:
 @device_option(_evaluate_default("device"))
 @click.option("--extended", is_flag=True,
               help="Also score non-sounding pairs (background seconds, silence, noise, another video's audio): AP, max-F1, activated share; model and baselines.")
-@click.option("--confidence", type=click.Choice(["background", "map-max"]), default="background",
+@click.option("--confidence", type=click.Choice(CONFIDENCES), default=CONFIDENCES[0],
               show_default=True, help="--extended: the model's confidence, 1 - p(background) or the map's maximum.")
 @quiet_option
 def evaluate_command(annotations, checkpoint, features, maps, ablation, out, groups, size, modes,
@@ -516,7 +518,7 @@ def evaluate_command(annotations, checkpoint, features, maps, ablation, out, gro
 
     Writes metrics.json and figure.png (or ablation.json with --ablation) into OUT.
     """
-    from avstm.evaluate.run import evaluate, evaluate_ablation
+    from avstm.evaluate.run import default_out_dir, evaluate, evaluate_ablation
     from avstm.io import check_writable
 
     options["size"] = int(size) if size else None
@@ -530,7 +532,7 @@ def evaluate_command(annotations, checkpoint, features, maps, ablation, out, gro
             raise click.UsageError("--ablation needs --checkpoint (one or more) and --features, "
                                    "and no --maps or --baseline")
         named = _named_checkpoints(checkpoint)
-        out = out or Path(named[0][1]).parent / f"ablation-{config.split}"
+        out = out or default_out_dir(annotations, checkpoint=named[0][1], config=config, run="ablation")
         check_writable(out)  # before any work: a read-only or full disk fails now
         result = evaluate_ablation(annotations, named, features=features, config=config,
                                    out_dir=out, groups=groups, progress=not quiet)
@@ -543,7 +545,7 @@ def evaluate_command(annotations, checkpoint, features, maps, ablation, out, gro
         if len(checkpoint) != 1 or features is None or maps is not None or config.baseline:
             raise click.UsageError("--extended needs one --checkpoint and --features "
                                    "(the baselines are scored beside it), and no --maps or --baseline")
-        out = out or Path(checkpoint[0]).parent / f"extended-{config.split}"
+        out = out or default_out_dir(annotations, checkpoint=checkpoint[0], config=config, run="extended")
         result = evaluate_extended(annotations, checkpoint=checkpoint[0], features=features,
                                    config=config, extended=ExtendedConfig(confidence=confidence),
                                    out_dir=out)
@@ -553,15 +555,7 @@ def evaluate_command(annotations, checkpoint, features, maps, ablation, out, gro
     if len(checkpoint) > 1:
         raise click.UsageError("several --checkpoint values need --ablation")
     ckpt = checkpoint[0] if checkpoint else None
-    if sum([ckpt is not None, maps is not None, config.baseline is not None]) != 1:
-        raise click.UsageError("give exactly one of --checkpoint, --maps or --baseline")
-    if out is None:
-        if ckpt is not None:
-            out = Path(ckpt).parent / f"eval-{Path(ckpt).stem}-{config.split}"
-        elif maps is not None:
-            out = maps.parent / f"eval-{maps.stem}"
-        else:
-            out = annotations.parent / f"eval-{config.baseline}"
+    out = out or default_out_dir(annotations, checkpoint=ckpt, maps=maps, config=config)
     check_writable(out)
     result = evaluate(annotations, checkpoint=ckpt, features=features, maps=maps, config=config,
                       out_dir=out, groups=groups, progress=not quiet)

@@ -34,6 +34,8 @@ import numpy as np
 
 from avstm.errors import AnnotationError
 
+DATASET_FORMATS = ("ave", "folder", "vggss", "flickr")  # what ``avstm extract --dataset`` reads
+
 SPLITS = ("train", "val", "test")
 AVE_SPLIT_FILES = {"train": "trainSet.txt", "val": "valSet.txt", "test": "testSet.txt"}
 AVE_HEADER = "Category&VideoID&Quality&StartTime&EndTime"
@@ -176,7 +178,7 @@ def hash_split(video_id: str) -> str:
     return "train" if h < 8 else ("val" if h == 8 else "test")
 
 
-def _find_video(videos: Path, vid: str) -> Path:
+def find_video(videos: Path, vid: str) -> Path:
     direct = videos / vid
     if direct.suffix.lower() in VIDEO_EXTENSIONS or direct.is_file():
         return direct  # a file named in full (any extension) is that file
@@ -237,7 +239,7 @@ def read_folder(videos: str | os.PathLike, labels: str | os.PathLike) -> Dataset
         if vid_key in seen:
             raise AnnotationError(labels, f"duplicate id {vid_key}", n)
         seen.add(vid_key)
-        items.append(VideoItem(id=vid_key, path=str(_find_video(videos, vid)), label=label, split=split,
+        items.append(VideoItem(id=vid_key, path=str(find_video(videos, vid)), label=label, split=split,
                                segments=((span[0], span[1], label),)))
     if not items:
         raise AnnotationError(labels, "no rows")
@@ -260,13 +262,7 @@ def second_labels(item: VideoItem, num_seconds: int, classes: list[str]) -> np.n
     return labels
 
 
-# ---- the single-image benchmarks as clips (avstm extract --dataset vggss | flickr) ----------
-
-# VGG-SS boxes are drawn on the 125th frame of the 25 fps clip (frame index 124, 4.96 s), not
-# on the exact centre (ACL-SSL's VGGSS/README.md; EZ-VSL forks read frames/<id>/125.jpg).
-VGGSS_FRAME_TIME = 124 / 25
-# Flickr-SoundNet pairs an image with 20 s of audio around it; EZ-VSL reads the middle 3 s.
-FLICKR_FRAME_TIME = 10.0
+# ---- clips anchored on one annotated frame (avstm.benchmarks) ------------------------------
 
 
 def anchored_times(anchor: float, fps: int) -> np.ndarray:
@@ -276,53 +272,3 @@ def anchored_times(anchor: float, fps: int) -> np.ndarray:
     if n == 0:
         raise ValueError(f"anchor {anchor:g} s leaves no whole second of steps before it")
     return (anchor - np.arange(n - 1, -1, -1, dtype=np.float64) / fps).reshape(-1, fps)
-
-
-def _benchmark_clips(videos: Path, entries: list[tuple[str, str]], anchor: float,
-                     what: str) -> Dataset:
-    videos = Path(videos)
-    if not videos.is_dir():
-        raise AnnotationError(videos, "not a folder of clips")
-    items, missing = [], 0
-    for vid, label in entries:
-        path = _find_video(videos, vid)
-        if not path.exists():
-            missing += 1
-            continue
-        items.append(VideoItem(id=vid, path=str(path), label=label, split="test",
-                               segments=((0.0, math.inf, label),), anchor=anchor))
-    if not items:
-        raise AnnotationError(videos, f"none of the {len(entries)} {what} clips is in this folder "
-                              f"(named <id>.mp4 or another video extension)")
-    if missing:
-        warnings.warn(f"{videos}: {missing} of {len(entries)} {what} clips are not in the folder; "
-                      f"extracting the {len(items)} present", stacklevel=3)
-    return Dataset(items=items, classes=sorted({it.label for it in items}))
-
-
-def read_vggss_clips(videos: str | os.PathLike, annotations: str | os.PathLike, *,
-                     anchor: float = VGGSS_FRAME_TIME) -> Dataset:
-    """VGG-SS as clips: ``videos/<file>.mp4`` for the entries of ``vggss.json`` (label =
-    ``class``, split test), the annotated frame the last step (``anchor`` seconds)."""
-    from avstm.evaluate.annotations import read_vggss
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the box repairs are announced by evaluate
-        truth = read_vggss(annotations)
-    return _benchmark_clips(Path(videos), [(v, t.label or "unknown") for v, t in truth.items()],
-                            anchor, "VGG-SS")
-
-
-def read_flickr_clips(videos: str | os.PathLike, annotations: str | os.PathLike,
-                      ids=None, *, anchor: float = FLICKR_FRAME_TIME) -> Dataset:
-    """Flickr-SoundNet as clips: ``videos/<id>.mp4`` for the XMLs of ``annotations`` (or the
-    ``ids`` list / flickr_test.csv), one class "flickr", split test, the image the last step."""
-    from avstm.evaluate.annotations import read_flickr_ids
-
-    if ids is None:
-        ids = sorted(p.stem for p in Path(annotations).glob("*.xml"))
-    elif isinstance(ids, (str, os.PathLike)):
-        ids = read_flickr_ids(ids)
-    if not ids:
-        raise AnnotationError(annotations, "no Flickr XML files (<id>.xml) in this folder")
-    return _benchmark_clips(Path(videos), [(str(v), "flickr") for v in ids], anchor, "Flickr")

@@ -81,7 +81,7 @@ def write_labelled_folder(root: Path, clips: list[tuple[np.ndarray, str, str]], 
 def tiny_checkpoint(path, classes=("beep", "hum")) -> Path:
     """An untrained STMNet behind random-init EfficientNet-Lite0 + VGGish (no downloads)."""
     from avstm.extract.config import ExtractConfig
-    from avstm.extract.pipeline import FeatureExtractor
+    from avstm.extract.features import FeatureExtractor
     from avstm.memnet.checkpoint import save_checkpoint
     from avstm.memnet.model import ModelConfig, STMNet
 

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from avstm import media
 from avstm.cache import FeatureCache
 from avstm.cli import cli
-from avstm.datasets import (VGGSS_FRAME_TIME, anchored_times, read_flickr_clips,
-                            read_vggss_clips)
+from avstm.benchmarks import VGGSS_FRAME_TIME, read_flickr_clips, read_vggss_clips
+from avstm.datasets import anchored_times
 from avstm.errors import AnnotationError
 from avstm.evaluate.run import EvaluateConfig, evaluate
 from avstm.memnet.checkpoint import save_checkpoint

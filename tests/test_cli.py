@@ -145,6 +145,32 @@ def test_ave_annotations_given_as_box_annotations(shared_data, tmp_path):
                                     f"video's event class and seconds); --annotations needs box ground truth: ")
 
 
+@pytest.mark.parametrize("sources", [["--baseline", "centre", "--maps", "m.npz"], []])
+def test_evaluate_scores_exactly_one_source(sources, tmp_path):
+    # the library's one check (evaluate.run.check_source), also when --out is not given
+    for out in (["--out", str(tmp_path / "o")], []):
+        r = invoke(["evaluate", "--annotations", str(tmp_path / "a.json"), *sources, *out])
+        assert r.exit_code == 1
+        assert error_line(r) == ("avstm: error: evaluate needs exactly one of a checkpoint (--checkpoint), "
+                                 "a maps file (--maps) or a baseline (--baseline)")
+    assert not (tmp_path / "o").exists() and not list(tmp_path.iterdir())
+
+
+def test_evaluate_output_defaults_live_in_the_library(tmp_path):
+    from avstm.evaluate.config import EvaluateConfig
+    from avstm.evaluate.run import default_out_dir
+
+    config = EvaluateConfig(split="val")
+    ann = tmp_path / "truth" / "a.json"
+    assert default_out_dir(ann, checkpoint=tmp_path / "run" / "best.pt", config=config) \
+        == tmp_path / "run" / "eval-best-val"
+    assert default_out_dir(ann, maps=tmp_path / "m" / "maps.npz", config=config) == tmp_path / "m" / "eval-maps"
+    assert default_out_dir(ann, config=config.replace(baseline="centre")) == tmp_path / "truth" / "eval-centre"
+    for run in ("ablation", "extended"):
+        assert default_out_dir(ann, checkpoint=tmp_path / "run" / "best.pt", config=config, run=run) \
+            == tmp_path / "run" / f"{run}-val"
+
+
 # ---- ranges name the option ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("args, message", [

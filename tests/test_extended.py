@@ -17,7 +17,8 @@ from avstm.datasets import read_ave
 from avstm.evaluate.extended import (AudioFeatures, ExtendedConfig, negative_audio, pair_scores,
                                      precision_recall)
 from avstm.extract.config import ExtractConfig
-from avstm.extract.pipeline import audio_examples, extract
+from avstm.extract.features import audio_examples
+from avstm.extract.pipeline import extract
 from avstm.extract.vggish import load_vggish
 from avstm.memnet.train import TrainConfig, train
 from avstm.synth import SynthConfig, generate

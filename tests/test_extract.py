@@ -12,7 +12,8 @@ from avstm.cache import FeatureCache
 from avstm.cli import cli
 from avstm.datasets import read_ave
 from avstm.extract.config import ExtractConfig
-from avstm.extract.pipeline import audio_examples, extract
+from avstm.extract.features import audio_examples
+from avstm.extract.pipeline import extract
 from clips import write_clip
 
 LITE = ["--visual-backbone", "efficientnet_lite0", "--audio-weights", "random", "--workers", "1",
@@ -123,7 +124,7 @@ def test_the_extraction_path_scales_frames_as_the_backbone_was_trained():
     # (x / 255 - mean) / std with the backbone's own constants: a missing or wrong scaling
     # changes every map by far more than float tolerance
     from avstm.extract.backbones import VISUAL_BACKBONES
-    from avstm.extract.pipeline import FeatureExtractor
+    from avstm.extract.features import FeatureExtractor
 
     ex = FeatureExtractor(ExtractConfig(visual_backbone="efficientnet_lite0", visual_weights="random",
                                         audio_weights="random", device="cpu", batch_size=4))
@@ -138,8 +139,7 @@ def test_the_extraction_path_scales_frames_as_the_backbone_was_trained():
     # random-init maps are tiny (~1e-8): tolerances relative to their scale, not absolute ones
     scale = np.abs(want).max()
     assert scale > 0 and np.abs(want - unscaled).max() > 0.05 * scale  # the check can see a fault
-    launched, _, finite = ex.collect(ex.launch(frames, torch.zeros(3, 96, 64)))
-    assert finite.all()
+    launched, _ = ex.collect(ex.launch(frames, torch.zeros(3, 96, 64)))
     for got in (launched.numpy(), ex.visual(frames)):
         assert np.abs(got - want).max() < 1e-4 * scale
 
@@ -155,3 +155,24 @@ def test_a_bug_in_decoding_stops_the_run_instead_of_failing_each_video(ave_root,
                            audio_weights="random", workers=0, device="cpu")
     with pytest.raises(TypeError, match="a programming error"):
         extract(read_ave(ave_root), tmp_path / "c.h5", config=config, progress=False)
+
+
+def test_a_video_with_non_finite_features_is_a_failure_not_done(ave_root, tmp_path):
+    # backbone weights with a NaN: every visual map is NaN. The cache writer (the one check of
+    # finite features) refuses each video, and the run counts them as failed, not extracted
+    from avstm.extract import efficientnet_lite
+
+    sd = efficientnet_lite.EfficientNetLite0().state_dict()
+    first = next(k for k, v in sd.items() if v.dim() == 4)  # the stem convolution
+    sd[first] = torch.full_like(sd[first], float("nan"))
+    torch.save(sd, tmp_path / "nan.pt")
+    config = ExtractConfig(visual_backbone="efficientnet_lite0", visual_weights=str(tmp_path / "nan.pt"),
+                           audio_weights="random", frame_size=64, fps=2, workers=0, device="cpu")
+    result = extract(read_ave(ave_root), tmp_path / "c.h5", config=config, progress=False)
+    assert (result.done, result.frames) == (0, 0)
+    reasons = {vid: reason for vid, _, reason in result.failed}
+    assert sorted(reasons) == ["gone", "v0", "v1", "v2", "v3"]
+    assert all(reasons[v] == "visual features hold inf or NaN; not cached" for v in ("v0", "v1", "v2", "v3"))
+    assert "0 videos extracted, 0 already cached, 5 failed" in result.summary()
+    with FeatureCache(tmp_path / "c.h5") as c:
+        assert c.ids() == []

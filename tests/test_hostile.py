@@ -477,7 +477,7 @@ def test_streaming_decoder_takes_the_vfr_frame_on_screen(corpus):
 @pytest.fixture(scope="module")
 def localizer(tmp_path_factory):
     from avstm.extract.config import ExtractConfig
-    from avstm.extract.pipeline import FeatureExtractor
+    from avstm.extract.features import FeatureExtractor
     from avstm.memnet.checkpoint import save_checkpoint
     from avstm.memnet.model import ModelConfig, STMNet
 

@@ -56,3 +56,12 @@ def test_help_of_every_command_loads_no_torch(command):
                           "except SystemExit as e:\n    assert e.code == 0, e.code\n")
     assert "avstm.cli" in loaded
     assert not [m for m in HEAVY if m in loaded]
+
+
+def test_reading_verifying_and_merging_a_cache_load_no_torch():
+    # only the writer (its float16 encoding) needs torch: `avstm cache verify|merge` do not
+    loaded = loaded_after("import avstm.cache.format, avstm.cache.reader, avstm.cache.verify, "
+                          "avstm.cache.merge\nfrom avstm.cache import FeatureCache, verify_cache, "
+                          "merge_caches, check_fits, CONTENT_FIELDS")
+    assert "h5py" in loaded and "avstm.cache.reader" in loaded
+    assert "torch" not in loaded and "avstm.cache.writer" not in loaded

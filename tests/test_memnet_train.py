@@ -130,6 +130,27 @@ def test_stored_items_converted_by_model_batch_equal_float_items(tmp_path, dtype
     assert batches == len(whole) > 0
 
 
+def test_model_input_is_the_cache_values_channels_first(tmp_path):
+    """The one rule of cached maps → model input: value = stored × scale, (.., H, W, C) →
+    (.., C, H, W) float32, a new tensor; per-row scales for a batch."""
+    path = make_cache(tmp_path / "c.h5", per_class=1, seconds=2, scale=1e8, offset=0.0,
+                      config={**EXTRACT, "dtype": "float16"})
+    with FeatureCache(path) as c:
+        vid = c.ids()[0]
+        (stored, scale), values = c.stored(vid, "visual"), c.visual(vid)  # (S, T, 8, 8, C_v)
+    assert scale > 1 and stored.dtype == np.float16
+    want = torch.from_numpy(values).permute(0, 1, 4, 2, 3)  # (S, T, C_v, 8, 8)
+    got = data.model_input(stored, scale)
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+    rows = torch.tensor([scale, 2 * scale], dtype=torch.float32)  # one scale per second
+    assert torch.equal(data.model_input(stored, rows)[1], 2 * want[1])
+    first = torch.from_numpy(stored).permute(0, 1, 4, 2, 3)  # held channels-first
+    assert torch.equal(data.model_input(first, scale, channels_last=False), want)
+    plain = torch.from_numpy(values)
+    data.model_input(plain).mul_(0)  # the result is a copy: the maps it came from stay
+    assert torch.equal(plain, torch.from_numpy(values)) and plain.abs().max() > 0
+
+
 def test_stored_items_come_only_from_the_file(cache):
     with FeatureCache(cache) as c:
         infos = data.video_infos(c, "train")

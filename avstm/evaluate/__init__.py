@@ -5,7 +5,7 @@ from avstm._lazy import lazy_exports
 
 # public name -> the module that defines it; imported on first use (avstm/_lazy.py)
 _EXPORTS = {
-    "AnnotationWarning": "avstm.evaluate.annotations", "Box": "avstm.evaluate.annotations",
+    "AnnotationWarning": "avstm.evaluate.annotations", "Box": "avstm.maps",
     "GroundTruth": "avstm.evaluate.annotations", "VideoTruth": "avstm.evaluate.annotations",
     "frame_label": "avstm.evaluate.annotations", "read_ground_truth":
     "avstm.evaluate.annotations", "to_avstm_json": "avstm.evaluate.annotations",
@@ -17,10 +17,9 @@ _EXPORTS = {
     "Report": "avstm.evaluate.report", "aggregate": "avstm.evaluate.report",
     "format_method_table": "avstm.evaluate.report", "format_report": "avstm.evaluate.report",
     "summarize": "avstm.evaluate.report", "write_report": "avstm.evaluate.report",
-    "MapsFile": "avstm.evaluate.inputs", "find_groups": "avstm.evaluate.inputs", "maps_key":
-    "avstm.evaluate.inputs", "match_time": "avstm.evaluate.inputs", "read_groups":
-    "avstm.evaluate.inputs", "run_model": "avstm.evaluate.inputs", "write_maps":
-    "avstm.evaluate.inputs",
+    "MapsFile": "avstm.maps", "maps_key": "avstm.maps", "write_maps": "avstm.maps",
+    "find_groups": "avstm.evaluate.inputs", "match_time": "avstm.evaluate.inputs",
+    "read_groups": "avstm.evaluate.inputs", "run_model": "avstm.evaluate.inputs",
     "AblationResult": "avstm.evaluate.run", "EvaluateConfig": "avstm.evaluate.config",
     "EvaluationResult": "avstm.evaluate.run", "evaluate": "avstm.evaluate.run",
     "evaluate_ablation": "avstm.evaluate.run",

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 from avstm.errors import AnnotationError
+from avstm.maps import Box
 
 AVSTM_FORMAT = "avstm-boxes/1"
 CORRUPT_FACTOR = 1000.0  # |coordinate| beyond this many image sides is corrupt, not "outside"
@@ -36,20 +37,6 @@ MAX_SIDE = 100_000  # pixels: a width or height beyond it is refused (no video i
 
 class AnnotationWarning(UserWarning):
     """Boxes of an annotation file were repaired or dropped; the message gives the counts."""
-
-
-@dataclass(frozen=True)
-class Box:
-    """One box: ``xyxy`` in pixels of its video's width × height; ``sounding=False`` marks a
-    silent distractor; ``annotator`` tells annotators apart (None: a single annotator);
-    ``normbox`` keeps a normalised (x, y, w, h) as the file wrote it (AudioSet-Instrument),
-    which DSOL's protocol rasterises from (avstm.evaluate.protocols)."""
-
-    xyxy: tuple[float, float, float, float]
-    sounding: bool = True
-    label: str | None = None
-    annotator: int | None = None
-    normbox: tuple[float, float, float, float] | None = None
 
 
 @dataclass

@@ -12,6 +12,10 @@ from avstm.evaluate.protocols import get_protocol
 from avstm.memnet.config import check_map
 
 
+# --extended: the model's confidence that something sounds in view (evaluate.extended)
+CONFIDENCES = ("background", "map-max")
+
+
 @dataclass(frozen=True)
 class EvaluateConfig(PlainConfig):
     """What ``evaluate`` measures; stored in metrics.json."""

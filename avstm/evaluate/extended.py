@@ -44,6 +44,7 @@ from avstm.cache import FeatureCache
 from avstm.config import PlainConfig
 from avstm.errors import AvstmError
 from avstm.evaluate.baselines import BASELINES, baseline_prediction
+from avstm.evaluate.config import CONFIDENCES
 from avstm.evaluate.inputs import (IMAGE_FORMATS, annotated_step, check_fit, resolve_device,
                                    run_model)
 from avstm.evaluate.metrics import evaluate_frame
@@ -52,7 +53,6 @@ from avstm.io import write_json
 
 EXTENDED_FORMAT = "avstm-extended/1"
 NEGATIVES = ("background", "silence", "noise", "swap")
-CONFIDENCES = ("background", "map-max")
 
 
 @dataclass(frozen=True)

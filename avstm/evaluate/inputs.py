@@ -9,71 +9,21 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable
 
 import numpy as np
 import torch
 
 from avstm.cache import FeatureCache, check_fits
 from avstm.device import resolve_device  # noqa: F401  (evaluate.run reads it from here)
-from avstm.errors import AnnotationError, AvstmError
-from avstm.io import atomic_path
+from avstm.errors import AnnotationError
+from avstm.maps import MapsFile, maps_key, write_maps  # noqa: F401 (evaluate's names too)
+from avstm.memnet.data import model_input
 
 MAPS_TOLERANCE = 0.0005  # seconds: the rounding of a maps key's 3 decimals
 
 
 # ---- maps files ----------------------------------------------------------------------------
-
-
-def maps_key(video: str, time: float) -> str:
-    """The key of one map in a maps file: ``"<video id>@<time with 3 decimals>"``."""
-    return f"{video}@{float(time):.3f}"
-
-
-def write_maps(path: str | os.PathLike, maps: Mapping[tuple[str, float], np.ndarray]) -> Path:
-    """Write {(video id, time): (h, w) float map} as a maps file (``.npz``) atomically."""
-    arrays = {maps_key(v, t): np.asarray(m, dtype=np.float32) for (v, t), m in maps.items()}
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-    return Path(path)
-
-
-class MapsFile:
-    """A maps file opened lazily: ``times(video)`` sorted (N,) float64, ``map(video, i)``."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        try:
-            self._npz = np.load(self.path, allow_pickle=False)
-            keys = list(self._npz.files)
-        except (OSError, ValueError) as e:
-            raise AvstmError(f"{self.path}: not a readable .npz maps file ({e})") from None
-        index: dict[str, list[tuple[float, str]]] = {}
-        for key in keys:
-            vid, sep, t = key.rpartition("@")
-            try:
-                index.setdefault(vid, []).append((float(t), key))
-            except ValueError:
-                vid = ""
-            if not sep or not vid:
-                raise AvstmError(f"{self.path}: key {key!r} is not \"<video id>@<time>\"")
-        self._index = {v: sorted(items) for v, items in index.items()}
-
-    def videos(self) -> list[str]:
-        return sorted(self._index)
-
-    def times(self, video: str) -> np.ndarray:
-        return np.array([t for t, _ in self._index.get(video, [])], dtype=np.float64)
-
-    def map(self, video: str, i: int) -> np.ndarray:
-        key = self._index[video][i][1]
-        m = np.asarray(self._npz[key])
-        if m.ndim != 2 or min(m.shape) < 1:
-            raise AvstmError(f"{self.path}: map {key!r} has shape {m.shape}, needs (h, w)")
-        if m.dtype != bool and not np.isfinite(m.astype(np.float64)).all():
-            raise AvstmError(f"{self.path}: map {key!r} holds NaN or infinite values")
-        return m
 
 
 def match_time(times: np.ndarray, t: float, tolerance: float) -> int | None:
@@ -161,12 +111,11 @@ def run_model(model, cache: FeatureCache, video: str, *, device="cpu",
     protocol's silence, noise or another video's sound), or None.
     Returns times (S·T,) float64, maps (S·T, h, w) float32, logits (S·T, classes) float32.
     """
-    vis = torch.from_numpy(cache.visual(video))  # (S, T, h, w, C_v)
-    aud = torch.from_numpy(np.ascontiguousarray(
-        cache.audio(video) if audio is None else audio, dtype=np.float32))  # (S, T, 6, 4, 512)
-    vis = vis.flatten(0, 1).permute(0, 3, 1, 2).unsqueeze(0)  # (1, S·T, C_v, h, w)
-    aud = aud.flatten(0, 1).permute(0, 3, 1, 2).unsqueeze(0)  # (1, S·T, 512, 6, 4)
-    out = model(vis.to(device), aud.to(device))
+    vis = cache.visual(video)  # (S, T, h, w, C_v)
+    aud = cache.audio(video) if audio is None else audio  # (S, T, 6, 4, 512)
+    vis = model_input(vis.reshape(1, -1, *vis.shape[2:]), device=device)  # (1, S·T, C_v, h, w)
+    aud = model_input(aud.reshape(1, -1, *aud.shape[2:]), device=device)  # (1, S·T, 512, 6, 4)
+    out = model(vis, aud)
     return (cache.times(video).reshape(-1), out.maps[0].float().cpu().numpy(),
             out.logits[0].float().cpu().numpy())
 

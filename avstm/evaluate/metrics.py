@@ -28,124 +28,13 @@ from typing import Sequence
 import numpy as np
 
 from avstm.errors import AvstmError
-
-# Success-rate thresholds of the AUC: 0, 0.05, ..., 1 (i / 20, so 0.15 is the float 0.15).
-AUC_THRESHOLDS = np.arange(21) / 20.0
-# A map whose peak-to-peak range is at most this fraction of its magnitude is flat.
-FLAT_RTOL = 1e-9
-
-_MODE_FORMS = "'value:T' (0<=T<1), 'top:P' (0<P<=1), 'median', 'max:R' (0<=R<=1)"
-
-
-# ---- binarisation --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Binarization:
-    """How a map becomes the predicted region A. ``name`` is how the output names it.
-
-    kind ``value``: the min-max normalised map > param (the STM paper; param 0.5).
-    kind ``top``: the pixels >= the value at sorted index int(N·(1-param)), i.e. the top
-    ``param`` fraction (EZ-VSL's top 50%: ``np.sort(m)[int(N*0.5)]``, kept with >=).
-    kind ``median``: the pixels > the value at sorted index N//2 (LVS's threshold, strict >).
-    kind ``max``: the raw map > param · max(map) (DSOL/Qian); meant for non-negative maps.
-
-    A flat map (no location) selects every pixel in value/top/max (EZ-VSL's rule: its
-    threshold equals the constant and it keeps >=) and no pixel in median (avstm's choice:
-    a strict > keeps nothing above a constant). LVS's own code differs there: it keeps every
-    pixel of a flat map c >= 0 and none of c < 0, and the maximal pixels when the upper median
-    is the maximum (``--protocol lvs``, ``protocols.binarise_lvs``).
-    """
-
-    kind: str
-    param: float | None = None
-
-    @property
-    def name(self) -> str:
-        return self.kind if self.param is None else f"{self.kind}:{self.param:g}"
-
-
-def parse_binarization(mode: str | Binarization) -> Binarization:
-    """Parse "value:0.5", "top:0.5", "median" or "max:0.5"; raise AvstmError naming the forms."""
-    if isinstance(mode, Binarization):
-        return mode
-    text = str(mode).strip().lower()
-    kind, _, arg = text.partition(":")
-    if kind == "median" and not arg:
-        return Binarization("median")
-    limits = {"value": (0.0, 1.0, True, False), "top": (0.0, 1.0, False, True),
-              "max": (0.0, 1.0, True, True)}
-    if kind not in limits or not arg:
-        raise AvstmError(f"binarisation {mode!r} is not one of {_MODE_FORMS}")
-    try:
-        p = float(arg)
-    except ValueError:
-        raise AvstmError(f"binarisation {mode!r}: {arg!r} is not a number; valid: {_MODE_FORMS}")
-    lo, hi, lo_ok, hi_ok = limits[kind]
-    if not ((lo < p or (lo_ok and p == lo)) and (p < hi or (hi_ok and p == hi))):
-        raise AvstmError(f"binarisation {mode!r}: {p:g} is out of range; valid: {_MODE_FORMS}")
-    return Binarization(kind, p)
-
-
-def is_flat(maps: np.ndarray) -> np.ndarray:
-    """(..., H, W) float -> (...) bool: maps whose range is <= FLAT_RTOL of their magnitude."""
-    m = np.asarray(maps, dtype=np.float64)
-    hi, lo = m.max(axis=(-2, -1)), m.min(axis=(-2, -1))
-    return (hi - lo) <= FLAT_RTOL * np.maximum(np.abs(hi), np.abs(lo))
-
-
-def normalize_minmax(maps: np.ndarray) -> np.ndarray:
-    """(..., H, W) -> float64 in [0, 1] per map; a flat map becomes all ones (see Binarization)."""
-    m = np.asarray(maps, dtype=np.float64)
-    lo = m.min(axis=(-2, -1), keepdims=True)
-    span = m.max(axis=(-2, -1), keepdims=True) - lo
-    flat = is_flat(m)[..., None, None]
-    return np.where(flat, 1.0, (m - lo) / np.where(flat, 1.0, span))
-
-
-def binarize_many(maps: np.ndarray, modes: Sequence[str | Binarization]) -> dict:
-    """(..., H, W) float maps -> {mode name: (..., H, W) bool region}; sorts each map once
-    for the quantile modes (np.partition degrades badly on maps with many equal values)."""
-    m = np.asarray(maps, dtype=np.float64)
-    flat = is_flat(m)[..., None, None]
-    values = m.reshape(*m.shape[:-2], -1)  # (..., N)
-    n = values.shape[-1]
-    ordered = None
-    out = {}
-    for mode in modes:
-        b = parse_binarization(mode)
-        if b.kind == "value":
-            region = normalize_minmax(m) > b.param
-        elif b.kind == "max":
-            region = m > b.param * m.max(axis=(-2, -1), keepdims=True)
-        else:
-            if ordered is None:
-                ordered = np.sort(values, axis=-1)
-            k = n // 2 if b.kind == "median" else min(n - 1, max(0, int(n * (1.0 - b.param))))
-            thr = ordered[..., k][..., None, None]
-            region = m > thr if b.kind == "median" else m >= thr
-        out[b.name] = region & ~flat if b.kind == "median" else region | flat
-    return out
-
-
-def binarize(maps: np.ndarray, mode: str | Binarization) -> np.ndarray:
-    """(..., H, W) float maps -> (..., H, W) bool predicted regions A under ``mode``."""
-    return binarize_many(maps, [mode])[parse_binarization(mode).name]
+from avstm.evaluate.protocols import AUC_THRESHOLDS, get_protocol
+from avstm.evaluate.regions import (Binarization, annotator_consensus, binarize, binarize_many,  # noqa: F401
+                                    normalize_minmax, parse_binarization, scale_boxes)
+from avstm.maps import FLAT_RTOL, boxes_to_masks, is_flat, resize_bilinear  # noqa: F401 (names of this module too)
 
 
 # ---- resampling and rasterising ------------------------------------------------------------
-
-
-def _linear_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) weights of 1-D linear interpolation with half-pixel centres (torch rule)."""
-    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
-    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    w1 = src - i0
-    mat = np.zeros((n_out, n_in))
-    np.add.at(mat, (np.arange(n_out), i0), 1.0 - w1)
-    np.add.at(mat, (np.arange(n_out), i1), w1)
-    return mat
 
 
 def _area_matrix(n_cells: int, n_px: int) -> np.ndarray:
@@ -157,31 +46,6 @@ def _area_matrix(n_cells: int, n_px: int) -> np.ndarray:
     return overlap / (n_px / n_cells)
 
 
-def resize_bilinear(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(..., h, w) -> (..., H, W) float64 for ``size`` = (H, W); bilinear, align_corners=False."""
-    m = np.asarray(maps, dtype=np.float64)
-    h, w = m.shape[-2:]
-    if (h, w) == tuple(size):
-        return m.copy()
-    ry, rx = _linear_matrix(h, size[0]), _linear_matrix(w, size[1])
-    return ry @ m @ rx.T  # (..., H, W)
-
-
-def boxes_to_masks(boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(N, 4) xyxy boxes in evaluation pixels -> (N, H, W) bool masks by pixel centres."""
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    cy, cx = np.arange(size[0]) + 0.5, np.arange(size[1]) + 0.5
-    rows = (cy >= b[:, 1:2]) & (cy < b[:, 3:4])  # (N, H)
-    cols = (cx >= b[:, 0:1]) & (cx < b[:, 2:3])  # (N, W)
-    return rows[:, :, None] & cols[:, None, :]  # (N, H, W)
-
-
-def scale_boxes(boxes: np.ndarray, image_size: tuple[float, float],
-                size: tuple[int, int]) -> np.ndarray:
-    """(N, 4) xyxy in pixels of ``image_size`` = (width, height) -> pixels of ``size`` = (H, W)."""
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    sx, sy = size[1] / image_size[0], size[0] / image_size[1]
-    return b * np.array([sx, sy, sx, sy])
 
 
 def truth_map(boxes: np.ndarray, annotators: Sequence, size: tuple[int, int]) -> np.ndarray:
@@ -197,16 +61,6 @@ def truth_map(boxes: np.ndarray, annotators: Sequence, size: tuple[int, int]) ->
     return annotator_consensus(masks, ids)
 
 
-def annotator_consensus(masks: np.ndarray, annotators: Sequence) -> np.ndarray:
-    """(N, H, W) bool box masks, one annotator id per box -> g (H, W) float64: one annotator
-    (ids all equal, or all None) gives the binary union; two or more give
-    ``clip(sum over annotators of their union masks / 2, 0, 1)``."""
-    groups = sorted(set(annotators), key=repr)
-    if len(groups) <= 1:
-        return np.asarray(masks, dtype=bool).any(axis=0).astype(np.float64)
-    per = np.stack([masks[[i for i, a in enumerate(annotators) if a == g]].any(axis=0)
-                    for g in groups])
-    return np.clip(per.sum(axis=0) / 2.0, 0.0, 1.0)
 
 
 def cell_coverage(g: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
@@ -302,8 +156,6 @@ class MetricsConfig:
     protocol: str = "avstm"
 
     def __post_init__(self):
-        from avstm.evaluate.protocols import get_protocol
-
         object.__setattr__(self, "size", tuple(int(s) for s in self.size))
         object.__setattr__(self, "modes", tuple(parse_binarization(m).name for m in self.modes))
         object.__setattr__(self, "primary", parse_binarization(self.primary).name)
@@ -374,16 +226,14 @@ def evaluate_frame(pred_map: np.ndarray | None, boxes: Sequence, *,
     pred_map: (h, w) float map of any resolution (upsampled to ``config.size``), or a bool
         (h, w) region used as A under every binarisation (e.g. the whole-image baseline), or
         None (no map metrics); NaN/inf raise ValueError.
-    boxes: the frame's ``annotations.Box`` list (sounding and silent), in pixels of
+    boxes: the frame's ``avstm.maps.Box`` list (sounding and silent), in pixels of
         ``image_size`` = (width, height).
-    pred_boxes: (N, 4) xyxy (or objects with ``.xyxy``, e.g. ``avstm.localize.boxes.Box``)
+    pred_boxes: (N, 4) xyxy (or objects with ``.xyxy``, e.g. ``avstm.maps.Box``)
         in pixels of ``pred_image_size`` (default ``image_size``), or None (no box metrics);
         an empty list scores box IoU 0.
     pred_class, true_class: class indices of the frame's second (background = len(classes)),
         for the classification accuracy.
     """
-    from avstm.evaluate.protocols import get_protocol
-
     proto = get_protocol(config.protocol)
     size = config.size
     sounding = [b for b in boxes if b.sounding]

@@ -25,8 +25,11 @@ from typing import Callable, NamedTuple, Sequence
 import numpy as np
 
 from avstm.errors import AvstmError
-from avstm.evaluate.metrics import (AUC_THRESHOLDS, annotator_consensus, binarize_many,
-                                    boxes_to_masks, resize_bilinear, scale_boxes)
+from avstm.evaluate.regions import annotator_consensus, binarize_many, scale_boxes
+from avstm.maps import boxes_to_masks, resize_bilinear
+
+# Success-rate thresholds of avstm's AUC: 0, 0.05, ..., 1 (i / 20, so 0.15 is the float 0.15).
+AUC_THRESHOLDS = np.arange(21) / 20.0
 
 
 class Rule(NamedTuple):
@@ -71,7 +74,7 @@ def _slices(boxes: Sequence, image_size, size, corners) -> np.ndarray:
 
 
 def mask_pixel_centres(boxes, image_size, size) -> np.ndarray:
-    """avstm: a box covers the pixels whose centres lie inside it (metrics.boxes_to_masks)."""
+    """avstm: a box covers the pixels whose centres lie inside it (avstm.maps.boxes_to_masks)."""
     xyxy = scale_boxes([b.xyxy for b in boxes], image_size, size)
     return boxes_to_masks(xyxy, size)
 
@@ -254,12 +257,12 @@ class Protocol:
         return self.boxless == "zero"
 
     def truth(self, boxes: Sequence, image_size, size) -> np.ndarray:
-        """Sounding ``annotations.Box`` list -> g (H, W) float64 in [0, 1]."""
+        """Sounding ``avstm.maps.Box`` list -> g (H, W) float64 in [0, 1]."""
         masks = RASTERISE[self.rasterise].fn(boxes, image_size, tuple(size))
         return CONSENSUS[self.consensus].fn(masks, [b.annotator for b in boxes])
 
     def masks(self, boxes: Sequence, image_size, size) -> np.ndarray:
-        """``annotations.Box`` list -> (N, H, W) bool masks by this protocol's rasterisation."""
+        """``avstm.maps.Box`` list -> (N, H, W) bool masks by this protocol's rasterisation."""
         return RASTERISE[self.rasterise].fn(boxes, image_size, tuple(size))
 
     def upsampled(self, m: np.ndarray, size) -> np.ndarray:
@@ -291,6 +294,10 @@ PROTOCOLS: dict[str, Protocol] = {
                      "Objects-Localization tools.py)", 224,
                      "truncate-xywh", "union", "cv2-linear", "dsol-max0.1", "0.05*i", "skip"),
 }
+
+
+# the evaluation resolutions the protocols use by default (the CLI's --size choices)
+SIZES = tuple(sorted({p.size for p in PROTOCOLS.values()}, reverse=True))
 
 
 def get_protocol(name: str | Protocol) -> Protocol:

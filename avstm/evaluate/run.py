@@ -137,6 +137,30 @@ def _truth(truth) -> GroundTruth:
     return GroundTruth(dict(truth)) if isinstance(truth, Mapping) else read_ground_truth(truth)
 
 
+def check_source(checkpoint, maps, baseline) -> None:
+    """What ``evaluate`` scores is exactly one of a checkpoint, a maps file or a baseline."""
+    if sum([checkpoint is not None, maps is not None, baseline is not None]) != 1:
+        raise AvstmError("evaluate needs exactly one of a checkpoint (--checkpoint), a maps file "
+                         "(--maps) or a baseline (--baseline)")
+
+
+def default_out_dir(annotations: str | os.PathLike, *, checkpoint: str | os.PathLike | None = None,
+                    maps: str | os.PathLike | None = None, config: EvaluateConfig = EvaluateConfig(),
+                    run: str = "evaluate") -> Path:
+    """Where ``avstm evaluate`` writes without ``--out``: beside the (first) checkpoint as
+    ``ablation-<split>`` (``run="ablation"``), ``extended-<split>`` (``run="extended"``) or
+    ``eval-<checkpoint stem>-<split>``; beside a maps file as ``eval-<maps stem>``; beside the
+    annotations as ``eval-<baseline>``. Checks ``check_source`` for a plain evaluation."""
+    if run in ("ablation", "extended"):
+        return Path(checkpoint).parent / f"{run}-{config.split}"
+    check_source(checkpoint, maps, config.baseline)
+    if checkpoint is not None:
+        return Path(checkpoint).parent / f"eval-{Path(checkpoint).stem}-{config.split}"
+    if maps is not None:
+        return Path(maps).parent / f"eval-{Path(maps).stem}"
+    return Path(annotations).parent / f"eval-{config.baseline}"
+
+
 def evaluate(truth, *, checkpoint: str | os.PathLike | None = None,
              features: str | os.PathLike | None = None, maps: str | os.PathLike | None = None,
              config: EvaluateConfig = EvaluateConfig(), out_dir: str | os.PathLike | None = None,
@@ -153,9 +177,7 @@ def evaluate(truth, *, checkpoint: str | os.PathLike | None = None,
     """
     from avstm.memnet.checkpoint import load_model
 
-    sources = [checkpoint is not None, maps is not None, config.baseline is not None]
-    if sum(sources) != 1:
-        raise AvstmError("evaluate needs exactly one of a checkpoint, a maps file or a baseline")
+    check_source(checkpoint, maps, config.baseline)
     if checkpoint is not None and features is None:
         raise AvstmError(f"{checkpoint}: evaluating a model needs the feature cache (--features)")
     gt = _truth(truth)

@@ -8,9 +8,9 @@ _EXPORTS = {
     "VISUAL_BACKBONES": "avstm.extract.backbones", "VisualBackbone": "avstm.extract.backbones",
     "load_visual_backbone": "avstm.extract.backbones", "weights_checksum":
     "avstm.extract.backbones",
-    "CONTENT_FIELDS": "avstm.cache", "ExtractConfig": "avstm.extract.config",
-    "ExtractResult": "avstm.extract.pipeline", "FeatureExtractor": "avstm.extract.pipeline",
-    "audio_examples": "avstm.extract.pipeline", "extract": "avstm.extract.pipeline",
+    "CONTENT_FIELDS": "avstm.cache.format", "ExtractConfig": "avstm.extract.config",
+    "ExtractResult": "avstm.extract.pipeline", "FeatureExtractor": "avstm.extract.features",
+    "audio_examples": "avstm.extract.features", "extract": "avstm.extract.pipeline",
     "VGGishTrunk": "avstm.extract.vggish", "example_windows": "avstm.extract.vggish",
     "load_vggish": "avstm.extract.vggish", "log_mel": "avstm.extract.vggish",
 }

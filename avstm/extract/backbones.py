@@ -17,6 +17,7 @@ for the cache config.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -26,6 +27,7 @@ import torchvision
 from torch import nn
 
 from avstm.errors import WeightsError
+from avstm.extract.config import VISUAL_BACKBONE_NAMES
 from avstm.io import torch_load_problem
 from avstm.extract import efficientnet_lite
 
@@ -52,6 +54,11 @@ VISUAL_BACKBONES: dict[str, BackboneSpec] = {
         taps=dict(efficientnet_lite.TAP_CHANNELS), default_tap="blocks",
         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), imagenet_url=None),
 }
+
+
+if tuple(VISUAL_BACKBONES) != VISUAL_BACKBONE_NAMES:  # the CLI offers the torch-free list
+    raise ImportError(f"VISUAL_BACKBONES {tuple(VISUAL_BACKBONES)} differ from "
+                      f"extract.config.VISUAL_BACKBONE_NAMES {VISUAL_BACKBONE_NAMES}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,6 +156,16 @@ class ResNetTrunk(nn.Module):
         return self.layer4(self.layer3(x))  # (B, 2048, H/32, W/32)
 
 
+@functools.lru_cache(maxsize=None)
+def _input_scaling(name: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and std (1, 3, 1, 1) float32 of backbone ``name`` on ``device``, made once per
+    device: building them per batch would be a synchronous copy that stalls pipelined batches."""
+    spec = VISUAL_BACKBONES[name]
+    with torch.inference_mode(False):  # plain tensors, usable inside and outside inference mode
+        return (torch.tensor(spec.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1),
+                torch.tensor(spec.std, dtype=torch.float32, device=device).view(1, 3, 1, 1))
+
+
 @dataclasses.dataclass(frozen=True)
 class VisualBackbone:
     """A frozen visual backbone and what travels with it.
@@ -164,14 +181,14 @@ class VisualBackbone:
     weights: str
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
-        """RGB frames (B, H, W, 3) uint8 -> (B, 3, H, W) float32 scaled for this backbone.
+        """RGB frames (B, H, W, 3) uint8 -> (B, 3, H, W) float32 scaled for this backbone:
+        ``(x / 255 - mean) / std`` with ``VISUAL_BACKBONES[name]``'s constants. The one scaling
+        of frames, used by extraction and localization (``FeatureExtractor.preprocess``).
 
-        Stays on the frames' device; the result is in channels_last memory format.
+        Stays on the frames' device (contiguous, channels first).
         """
-        spec = VISUAL_BACKBONES[self.name]
+        mean, std = _input_scaling(self.name, frames.device)
         x = frames.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W) in [0, 1]
-        mean = torch.tensor(spec.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(spec.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         return x.sub_(mean).div_(std)
 
     @torch.inference_mode()

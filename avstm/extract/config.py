@@ -6,6 +6,9 @@ import dataclasses
 
 from avstm.config import PlainConfig
 
+VISUAL_BACKBONE_NAMES = ("resnet152", "efficientnet_lite0")  # backbones.VISUAL_BACKBONES' keys
+DTYPES = ("float16", "float32")  # how the cache stores maps
+
 
 @dataclasses.dataclass(frozen=True)
 class ExtractConfig(PlainConfig):
@@ -36,8 +39,8 @@ class ExtractConfig(PlainConfig):
     cache_format: str = "avstm-cache/1"
 
     def __post_init__(self):
-        if self.dtype not in ("float16", "float32"):
-            raise ValueError(f"dtype must be float16 or float32, not {self.dtype!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be {' or '.join(DTYPES)}, not {self.dtype!r}")
         for name, low in (("fps", 1), ("frame_size", 32), ("batch_size", 1), ("workers", 0)):
             if getattr(self, name) < low:
                 raise ValueError(f"{name} must be at least {low}, got {getattr(self, name)}")

@@ -32,157 +32,16 @@ import torch
 from tqdm import tqdm
 
 from avstm import media
-from avstm.cache import CONTENT_FIELDS, CacheWriter, VideoRecord, check_unlocked, finite_max_abs, lock_path, merge_caches
+from avstm.cache import CONTENT_FIELDS, CacheWriter, VideoRecord, check_unlocked, lock_path, merge_caches
 from avstm.datasets import Dataset, VideoItem, anchored_times, second_labels
+from avstm.device import init_distributed, local_rank
 from avstm.errors import HardwareDecodeError, MediaError
 from avstm.io import check_free_space, check_writable, human_bytes
-from avstm.extract.backbones import VISUAL_BACKBONES, VisualBackbone, load_visual_backbone, weights_checksum
-from avstm.device import resolve_device
 from avstm.extract.config import ExtractConfig
-from avstm.extract.vggish import example_windows, load_vggish, log_mel
+from avstm.extract.features import FeatureExtractor, _Launched, audio_examples
 
 TIMING_KEYS = ("setup", "decode", "decode_wait", "stage", "transfer", "backbone", "write", "close")
 ESTIMATE_SECONDS = 10  # the length assumed for a video in the first estimate of the space needed (AVE's)
-
-
-@dataclasses.dataclass
-class _Launched:
-    """A batch whose features are on their way to the host: visual (N, h, w, C_v), audio
-    (N, 6, 4, 512) float32 and finite (N,) bool CPU tensors, valid once ``event`` completed."""
-
-    visual: torch.Tensor
-    audio: torch.Tensor
-    finite: torch.Tensor
-    event: torch.cuda.Event | None
-
-
-class FeatureExtractor:
-    """The frozen backbones on a device: frames → visual maps, waveform → audio maps.
-
-    Used by ``extract`` over datasets and by ``localize`` over single videos.
-    """
-
-    def __init__(self, config: ExtractConfig):
-        self.device = resolve_device(config.device)
-        self.batch_size = config.batch_size
-        self.visual_backbone: VisualBackbone = load_visual_backbone(
-            config.visual_backbone, weights=config.visual_weights, tap=config.visual_tap, seed=config.seed)
-        self.vggish = load_vggish(config.audio_weights, seed=config.seed)
-        # the checksums and channels go into the cache's config (computed before moving)
-        self.config = config.replace(
-            visual_tap=self.visual_backbone.tap, visual_channels=self.visual_backbone.channels,
-            visual_weights_sha=self.visual_backbone.checksum(), audio_weights_sha=weights_checksum(self.vggish))
-        self.cuda = self.device.type == "cuda"
-        self.visual_net = self.visual_backbone.module.to(self.device)
-        self.audio_net = self.vggish.to(self.device)
-        if self.cuda:
-            torch.cuda.set_device(self.device)  # events and pinned copies use the current device
-            torch.backends.cudnn.benchmark = True  # batches have one fixed shape
-            self.visual_net = self.visual_net.to(memory_format=torch.channels_last)
-        if config.compile:
-            self.visual_net = torch.compile(self.visual_net)
-        # the backbone's input scaling, made once on the device (building it per batch from
-        # Python lists would be a synchronous copy that stalls the pipelined batches)
-        spec = VISUAL_BACKBONES[self.visual_backbone.name]
-        self._mean = torch.tensor(spec.mean, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(spec.std, device=self.device).view(1, 3, 1, 1)
-        # bf16 on CUDA: float16 overflows on random-init ResNet-152 features (~1e8); CPU stays fp32
-        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else contextlib.nullcontext()
-
-    def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
-        """(B, H, W, 3) uint8 on the device → (B, 3, H, W) float32 scaled for the backbone
-        (``VisualBackbone.preprocess``; channels_last on CUDA)."""
-        x = frames.permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W) in [0, 1]
-        x = x.sub_(self._mean).div_(self._std)
-        return x.contiguous(memory_format=torch.channels_last) if self.cuda else x
-
-    def _to_host(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.cuda:
-            return x.contiguous()
-        host = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
-        return host.copy_(x, non_blocking=True)
-
-    @torch.inference_mode()
-    def launch(self, frames: torch.Tensor, logmel: torch.Tensor, *, pad_to: int | None = None,
-               timings: dict | None = None) -> _Launched:
-        """Start one batch: frames (N, H, W, 3) uint8 and log-mel (N, 96, 64) float32 CPU tensors
-        (pinned for an asynchronous copy). On CUDA this returns before the results are ready;
-        ``collect`` waits. ``pad_to`` pads the batch with zeros (one shape for torch.compile).
-        With ``timings``, CUDA is synchronised to split transfer from backbone time."""
-        n = len(frames)
-        t0 = time.perf_counter()
-        x = frames.to(self.device, non_blocking=True)
-        m = logmel.to(self.device, non_blocking=True)
-        if pad_to is not None and n < pad_to:
-            x = torch.cat([x, x.new_zeros((pad_to - n, *x.shape[1:]))])
-            m = torch.cat([m, m.new_zeros((pad_to - n, *m.shape[1:]))])
-        if timings is not None and self.cuda:
-            torch.cuda.synchronize(self.device)
-            t1 = time.perf_counter()
-            timings["transfer"] += t1 - t0
-            t0 = t1
-        x = self.preprocess(x)  # (B, 3, H, W)
-        with self.autocast:
-            v = self.visual_net(x)[:n]  # (N, C_v, h, w)
-            a = self.audio_net(m)[:n]  # (N, 512, 6, 4)
-        v = v.float().permute(0, 2, 3, 1).contiguous()  # (N, h, w, C_v)
-        a = a.float().permute(0, 2, 3, 1).contiguous()  # (N, 6, 4, 512)
-        finite = finite_max_abs(v, 0)[0] & finite_max_abs(a, 0)[0]  # (N,)
-        if timings is not None and self.cuda:
-            torch.cuda.synchronize(self.device)
-            t1 = time.perf_counter()
-            timings["backbone"] += t1 - t0
-            t0 = t1
-        out = _Launched(self._to_host(v), self._to_host(a), self._to_host(finite), None)
-        if self.cuda:
-            out.event = torch.cuda.Event()
-            out.event.record()
-        if timings is not None:
-            if self.cuda:
-                out.event.synchronize()
-            timings["transfer" if self.cuda else "backbone"] += time.perf_counter() - t0
-        return out
-
-    @staticmethod
-    def collect(launched: _Launched) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Wait for a launched batch: visual (N, h, w, C_v), audio (N, 6, 4, 512) float32,
-        finite (N,) bool, on the CPU."""
-        if launched.event is not None:
-            launched.event.synchronize()
-        return launched.visual, launched.audio, launched.finite
-
-    def _pinned(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.as_tensor(x)
-        return x.pin_memory() if self.cuda and not x.is_pinned() else x
-
-    def visual(self, frames: torch.Tensor | np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) uint8 RGB → (N, h, w, C_v) float32 channels-last maps (8×8 at 256×256)."""
-        frames = self._pinned(frames)
-        out = []
-        for i in range(0, len(frames), self.batch_size):
-            x = frames[i:i + self.batch_size]
-            with torch.inference_mode():
-                y = self.preprocess(x.to(self.device, non_blocking=True))
-                with self.autocast:
-                    y = self.visual_net(y)
-                out.append(y.float().permute(0, 2, 3, 1).cpu())  # (B, h, w, C)
-        return torch.cat(out).numpy() if out else np.zeros((0, 8, 8, self.config.visual_channels), np.float32)
-
-    def audio(self, examples: torch.Tensor | np.ndarray) -> np.ndarray:
-        """(N, 96, 64) float32 log-mel examples → (N, 6, 4, 512) float32 channels-last maps."""
-        examples = self._pinned(examples)
-        out = []
-        for i in range(0, len(examples), 4 * self.batch_size):
-            x = examples[i:i + 4 * self.batch_size].to(self.device, non_blocking=True)
-            with torch.inference_mode(), self.autocast:
-                y = self.audio_net(x)  # (B, 512, 6, 4)
-            out.append(y.float().permute(0, 2, 3, 1).cpu())
-        return torch.cat(out).numpy() if out else np.zeros((0, 6, 4, 512), np.float32)
-
-
-def audio_examples(wave: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """(M,) 16 kHz mono waveform, (N,) times → (N, 96, 64) float32 log-mel examples centred on the times."""
-    return log_mel(example_windows(wave, np.asarray(times).reshape(-1))).numpy().astype(np.float32)
 
 
 @dataclasses.dataclass
@@ -244,7 +103,7 @@ def decode_device(config: ExtractConfig) -> str | None:
     index = media.decode_device_index(config.decode_device)
     if index is None:
         return None
-    return f"cuda:{index or os.environ.get('LOCAL_RANK', '0')}"  # FFmpeg's NVDEC, not torch's
+    return f"cuda:{index or local_rank()}"  # FFmpeg's NVDEC, not torch's
 
 
 def decode_loader(items: list[VideoItem], config: ExtractConfig, *, start_method: str | None = None
@@ -287,7 +146,7 @@ class _Batcher:
         self.inputs: collections.deque = collections.deque()  # (frames, logmel) not yet batched
         self.buffered = 0
         self.videos: collections.deque = collections.deque()  # Decoded waiting for features
-        self.outputs: collections.deque = collections.deque()  # (visual, audio, finite) chunks
+        self.outputs: collections.deque = collections.deque()  # (visual, audio) chunks
         self.ready = 0
 
     def add(self, d: Decoded) -> None:
@@ -306,18 +165,18 @@ class _Batcher:
         torch.cat([p[1] for p in parts], out=logmel)
         return frames, logmel
 
-    def done(self, visual: torch.Tensor, audio: torch.Tensor, finite: torch.Tensor
-             ) -> Iterator[tuple[Decoded, np.ndarray, np.ndarray, bool]]:
-        """Add a batch's features; yield (video, visual (N, h, w, C), audio (N, 6, 4, 512), finite)
-        for each video now complete."""
-        self.outputs.append((visual, audio, finite))
+    def done(self, visual: torch.Tensor, audio: torch.Tensor
+             ) -> Iterator[tuple[Decoded, np.ndarray, np.ndarray]]:
+        """Add a batch's features; yield (video, visual (N, h, w, C), audio (N, 6, 4, 512)) for
+        each video now complete."""
+        self.outputs.append((visual, audio))
         self.ready += len(visual)
         while self.videos and len(self.videos[0].frames) <= self.ready:
             d = self.videos.popleft()
             n = len(d.frames)
-            v, a, f = (torch.cat(x) if len(x) > 1 else x[0] for x in zip(*_take(self.outputs, n)))
+            v, a = (torch.cat(x) if len(x) > 1 else x[0] for x in zip(*_take(self.outputs, n)))
             self.ready -= n
-            yield d, v.numpy(), a.numpy(), bool(f.all())
+            yield d, v.numpy(), a.numpy()
 
 
 def _take(chunks: collections.deque, n: int) -> list[tuple[torch.Tensor, ...]]:
@@ -370,15 +229,6 @@ class ExtractResult:
         return "\n".join(lines)
 
 
-def _dist() -> tuple[int, int]:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        import torch.distributed as dist
-        if not dist.is_initialized():
-            dist.init_process_group("gloo")
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def shard_path(out: Path, rank: int, world: int) -> Path:
     """The cache a rank writes under torchrun: ``<stem>.shard{rank}of{world}<suffix>``."""
     return out.with_name(f"{out.stem}.shard{rank}of{world}{out.suffix}")
@@ -394,7 +244,8 @@ def extract(dataset: Dataset, out: str | os.PathLike, *, config: ExtractConfig =
     (costs the overlap of one batch's copies with the next one's compute).
     """
     out = Path(out)
-    rank, world = _dist()
+    d = init_distributed(backend="gloo")  # its collectives are barriers: gloo, also on GPUs
+    rank, world = d.rank, d.world_size
     t_start = time.perf_counter()
     check_writable(out.parent)  # before loading models: a read-only or full disk fails now
     check_unlocked(out if world == 1 else shard_path(out, rank, world))
@@ -428,6 +279,7 @@ def _extract(dataset: Dataset, out: Path, extractor: FeatureExtractor, rank: int
     target = out if world == 1 else shard_path(out, rank, world)
     timings = dict.fromkeys(TIMING_KEYS, 0.0)
     result = ExtractResult(out=str(out), config=stored, timings=timings)
+    queued: dict[str, int] = {}  # id -> frames of each video handed to the writer
     with CacheWriter(target, config=stored, classes=dataset.classes, content_fields=CONTENT_FIELDS) as writer:
         done = writer.done_ids()
         if world > 1 and out.exists():
@@ -450,9 +302,9 @@ def _extract(dataset: Dataset, out: Path, extractor: FeatureExtractor, rank: int
             t0 = time.perf_counter()
             outputs = extractor.collect(launched)
             timings["backbone"] += time.perf_counter() - t0
-            for d, visual, audio, finite in batcher.done(*outputs):
+            for d, visual, audio in batcher.done(*outputs):
                 t0 = time.perf_counter()
-                _write(writer, result, dataset, d, visual, audio, finite)
+                _write(writer, result, dataset, d, visual, audio, queued)
                 timings["write"] += time.perf_counter() - t0
                 bar.update(1)
             bar.set_postfix(frames_per_s=f"{result.frames / max(time.perf_counter() - t_start, 1e-9):.1f}")
@@ -498,6 +350,7 @@ def _extract(dataset: Dataset, out: Path, extractor: FeatureExtractor, rank: int
             finish(in_flight)
         bar.close()
         t0 = time.perf_counter()
+    _count_rejected(writer, result, dataset, queued)  # the writer has closed: all are handled
     if world > 1:
         import torch.distributed as dist
         dist.barrier()
@@ -536,11 +389,9 @@ def _check_space(target: Path, config: ExtractConfig, videos: int) -> None:
 
 
 def _write(writer: CacheWriter, result: ExtractResult, dataset: Dataset, d: Decoded,
-           visual: np.ndarray, audio: np.ndarray, finite: bool) -> None:
-    """Queue one finished video for the cache (or record why it failed)."""
-    if not finite:
-        result.failed.append((d.item.id, d.item.path, "backbone produced inf or NaN"))
-        return
+           visual: np.ndarray, audio: np.ndarray, queued: dict[str, int]) -> None:
+    """Queue one finished video for the cache (``queued``: id -> frames); it counts as done
+    unless the writer refuses it (``_count_rejected``)."""
     n = len(d.frames)
     s, t = d.times.shape
     writer.write(VideoRecord(
@@ -551,3 +402,16 @@ def _write(writer: CacheWriter, result: ExtractResult, dataset: Dataset, d: Deco
         duration=d.duration, has_audio=d.has_audio))
     result.done += 1
     result.frames += n
+    queued[d.item.id] = n
+
+
+def _count_rejected(writer: CacheWriter, result: ExtractResult, dataset: Dataset,
+                    queued: dict[str, int]) -> None:
+    """Videos the writer refused (inf or NaN in their maps: the one check of finite features,
+    ``avstm.cache.writer``) are failures, not done: moved from ``done`` and ``frames`` to
+    ``failed``. Call once the writer has closed (every queued video handled)."""
+    items = {it.id: it for it in dataset.items}
+    for vid, reason in writer.rejected:
+        result.done -= 1
+        result.frames -= queued[vid]
+        result.failed.append((vid, items[vid].path, reason))

@@ -5,9 +5,8 @@ from avstm._lazy import lazy_exports
 
 # public name -> the module that defines it; imported on first use (avstm/_lazy.py)
 _EXPORTS = {
-    "Box": "avstm.localize.boxes", "maps_to_boxes": "avstm.localize.boxes",
-    "maps_to_boxes_batch": "avstm.localize.boxes", "upsample_map": "avstm.localize.boxes",
-    "upsample_maps": "avstm.localize.boxes",
+    "Box": "avstm.maps", "upsample_map": "avstm.maps", "upsample_maps": "avstm.maps",
+    "maps_to_boxes": "avstm.localize.boxes", "maps_to_boxes_batch": "avstm.localize.boxes",
     "OverlaySample": "avstm.localize.overlay", "OverlayWriter": "avstm.localize.overlay",
     "render_overlay": "avstm.localize.overlay",
     "ProposalDetector": "avstm.localize.proposals", "ground": "avstm.localize.proposals",

@@ -1,4 +1,5 @@
-"""Attention maps to boxes: bilinear upsampling, min-max normalisation, Otsu, contours.
+"""Attention maps to boxes: bilinear upsampling, min-max normalisation, Otsu, contours
+(the upsampling, flat maps, ``Box`` and pixel spans are ``avstm.maps``'s).
 
 The paper's first way of turning a localization map α̂ (8×8) into boxes: upsample it to the
 frame's own size, normalise it to [0, 1], cut it at Otsu's threshold and box each external
@@ -11,96 +12,11 @@ the boxes of one map can sum to at most 1 when they do not overlap).
 
 from __future__ import annotations
 
-import dataclasses
-
 import cv2
 import numpy as np
 
-# Two values closer than this, relative to the map's largest magnitude, count as equal: a map
-# whose range is below it (e.g. the uniform attention of a silent second) gives no box.
-FLAT_RTOL = 1e-6
-
-
-@dataclasses.dataclass(frozen=True)
-class Box:
-    """One box in frame pixels: ``xyxy`` = (x1, y1, x2, y2), x2/y2 exclusive, and its score."""
-
-    xyxy: tuple[float, float, float, float]
-    score: float
-
-    def to_dict(self) -> dict:
-        return {"xyxy": [float(v) for v in self.xyxy], "score": float(self.score)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Box":
-        x1, y1, x2, y2 = (float(v) for v in d["xyxy"])
-        return cls(xyxy=(x1, y1, x2, y2), score=float(d["score"]))
-
-
-def _check_size(size) -> tuple[int, int]:
-    h, w = (int(v) for v in size)
-    if h < 1 or w < 1:
-        raise ValueError(f"frame size must be positive (H, W), got {tuple(size)}")
-    return h, w
-
-
-def _check_maps(amaps) -> np.ndarray:
-    """(N, h, w) finite numbers → float64 array, or ValueError."""
-    amaps = np.asarray(amaps, dtype=np.float64)
-    if amaps.ndim != 3 or amaps.shape[1] < 1 or amaps.shape[2] < 1:
-        raise ValueError(f"maps must be (N, h, w), got shape {amaps.shape}")
-    if not np.isfinite(amaps).all():
-        raise ValueError("maps hold NaN or infinite values")
-    return amaps
-
-
-def _is_flat(amaps: np.ndarray) -> np.ndarray:
-    """(N, h, w) float → (N,) bool: the maps whose range is negligible against their scale."""
-    flat = amaps.reshape(len(amaps), amaps.shape[1] * amaps.shape[2])
-    lo, hi = flat.min(axis=1), flat.max(axis=1)
-    scale = np.maximum(np.abs(flat).max(axis=1), np.finfo(np.float64).tiny)
-    return (hi - lo) <= FLAT_RTOL * scale
-
-
-def _upsample_into(amap: np.ndarray, out: np.ndarray) -> None:
-    """(h, w) float64, not flat → ``out`` (H, W) float32, upsampled and normalised to [0, 1]."""
-    # Centre on the minimum first: float32 keeps the detail of tiny ranges.
-    centred = (amap - amap.min()).astype(np.float32)
-    up = cv2.resize(centred, (out.shape[1], out.shape[0]), interpolation=cv2.INTER_LINEAR)
-    lo, hi = float(up.min()), float(up.max())
-    if hi > lo:
-        np.multiply(up - lo, 1.0 / (hi - lo), out=out)
-        np.clip(out, 0.0, 1.0, out=out)
-    else:
-        out[...] = 0.0
-
-
-def upsample_maps(amaps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Batch of maps → frame-sized maps in [0, 1].
-
-    amaps: (N, h, w) float, any range (finite). size: (H, W) of the frame.
-    Returns (N, H, W) float32: each map upsampled bilinearly (cv2 INTER_LINEAR, pixel centres
-    aligned) and min-max normalised to [0, 1]; a flat map (see ``FLAT_RTOL``) becomes zeros.
-    """
-    amaps = _check_maps(amaps)
-    h, w = _check_size(size)
-    n = len(amaps)
-    out = np.zeros((n, h, w), dtype=np.float32)
-    if n == 0:
-        return out
-    for i, flat in enumerate(_is_flat(amaps)):  # cv2's many-channel resize is no faster
-        if not flat:
-            _upsample_into(amaps[i], out[i])
-    return out
-
-
-def upsample_map(amap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """One map (h, w) float → (H, W) float32 in [0, 1]; a flat map → zeros. See upsample_maps."""
-    amap = np.asarray(amap)
-    if amap.ndim != 2:
-        raise ValueError(f"map must be (h, w), got shape {amap.shape}")
-    return upsample_maps(amap[None], size)[0]
-
+from avstm.maps import (FLAT_RTOL, Box, check_maps, check_size, is_flat, pixel_span,  # noqa: F401
+                        upsample_into, upsample_map, upsample_maps)
 
 def integral_image(amap: np.ndarray) -> np.ndarray:
     """(H, W) → (H + 1, W + 1) float64 summed-area table with a zero first row and column."""
@@ -108,21 +24,6 @@ def integral_image(amap: np.ndarray) -> np.ndarray:
     if amap.dtype not in (np.float32, np.float64):
         amap = amap.astype(np.float64)
     return cv2.integral(np.ascontiguousarray(amap), sdepth=cv2.CV_64F)
-
-
-def pixel_span(xyxy: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(P, 4) float boxes → (P, 4) int64 [c1, r1, c2, r2]: the pixels whose centre lies inside.
-
-    A pixel (row r, column c) belongs to a box when x1 ≤ c + 0.5 < x2 and y1 ≤ r + 0.5 < y2;
-    for integer coordinates that is exactly columns x1 … x2 − 1 and rows y1 … y2 − 1.
-    Clipped to the frame (H, W); an empty box gives c1 ≥ c2 or r1 ≥ r2.
-    """
-    h, w = _check_size(size)
-    xyxy = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
-    span = np.ceil(xyxy - 0.5).astype(np.int64)
-    span[:, [0, 2]] = np.clip(span[:, [0, 2]], 0, w)
-    span[:, [1, 3]] = np.clip(span[:, [1, 3]], 0, h)
-    return span
 
 
 def box_sums(ii: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
@@ -178,14 +79,14 @@ def maps_to_boxes_batch(amaps: np.ndarray, *, size: tuple[int, int], min_area: f
     a flat map gives an empty list.
     """
     _check_options(min_area, max_boxes)
-    amaps = _check_maps(amaps)
-    norm = np.empty(_check_size(size), dtype=np.float32)  # reused: one frame-sized buffer
+    amaps = check_maps(amaps)
+    norm = np.empty(check_size(size), dtype=np.float32)  # reused: one frame-sized buffer
     result: list[list[Box]] = []
-    for amap, flat in zip(amaps, _is_flat(amaps)):
+    for amap, flat in zip(amaps, is_flat(amaps)):
         if flat:
             result.append([])
             continue
-        _upsample_into(amap, norm)
+        upsample_into(amap, norm)
         result.append(_boxes_of_normalised(norm, min_area=min_area, max_boxes=max_boxes))
     return result
 

@@ -128,7 +128,7 @@ def score_proposals(boxes: np.ndarray, amap: np.ndarray) -> np.ndarray:
 
     boxes: (P, 4) float xyxy frame pixels. amap: (H, W) float, the frame-sized map (e.g. from
     ``upsample_map``). m_n holds the pixels whose centre lies in the box (see
-    ``boxes.pixel_span``). Returns (P,) float64; computed from one integral image.
+    ``avstm.maps.pixel_span``). Returns (P,) float64; computed from one integral image.
     """
     amap = np.asarray(amap)
     if amap.ndim != 2:

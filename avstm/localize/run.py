@@ -37,12 +37,15 @@ from avstm import media
 from avstm.cache import FeatureCache, check_fits
 from avstm.errors import CheckpointError, ConfigMismatch, MediaError
 from avstm.extract.config import ExtractConfig
-from avstm.extract.pipeline import FeatureExtractor, audio_examples, resolve_device
+from avstm.device import resolve_device
+from avstm.extract.features import FeatureExtractor, audio_examples
 from avstm.localize.config import BOX_METHODS, LocalizeConfig  # noqa: F401
 from avstm.localize.boxes import Box, maps_to_boxes_batch, upsample_map
 from avstm.localize.overlay import OverlaySample, OverlayWriter
 from avstm.localize.proposals import ProposalDetector, ground
+from avstm.maps import maps_key as map_key, write_maps  # noqa: F401 (map_key: localize's name)
 from avstm.memnet.checkpoint import CheckpointInfo, load_model
+from avstm.memnet.data import model_input
 from avstm.memnet.model import STMNet
 
 STATES = ("sounding", "background", "no audio")  # LocalizedFrame.state
@@ -273,8 +276,8 @@ class _Stepper:
         """visual (n, 8, 8, C_v), audio (n, 6, 4, 512) channels-last → maps (n, 8, 8),
         probabilities (n, K + 1), float32."""
         dev = self.model.device
-        v = torch.from_numpy(visual).to(dev).permute(0, 3, 1, 2)  # (n, C_v, 8, 8)
-        a = torch.from_numpy(audio).to(dev).permute(0, 3, 1, 2)  # (n, 512, 6, 4)
+        v = model_input(visual, device=dev)  # (n, C_v, 8, 8)
+        a = model_input(audio, device=dev)  # (n, 512, 6, 4)
         maps, logits = [], []
         for i in range(len(v)):
             m, lg, self.state = self.model.net.step(v[i:i + 1], a[i:i + 1], self.state)
@@ -571,11 +574,6 @@ def localize_cached(model: LocalizeModel, cache: str | os.PathLike, video_id: st
             checkpoint=model.checkpoint, config=config, from_cache=str(cache), warnings=warnings)
 
 
-def map_key(video_id: str, t: float) -> str:
-    """The maps-file key of a frame (ARCHITECTURE.md): ``"<video id>@<time, 3 decimals>"``."""
-    return f"{video_id}@{t:.3f}"
-
-
 @dataclasses.dataclass
 class WrittenFiles:
     """The paths ``write_result`` wrote (None: not written)."""
@@ -611,7 +609,7 @@ def write_result(result: LocalizeResult, out_dir: str | os.PathLike, *, overlay:
     the overlay is drawn now from the finished result. Without the source video file, no
     overlay is written and a warning is added to ``result.warnings`` (boxes.json records it).
     """
-    from avstm.io import atomic_path, write_json
+    from avstm.io import write_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -632,9 +630,7 @@ def write_result(result: LocalizeResult, out_dir: str | os.PathLike, *, overlay:
         written.overlay = writer.path
     if save_maps:
         written.maps = out / "maps.npz"
-        with atomic_path(written.maps) as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(f, **{map_key(result.video_id, lf.time): m
-                                      for lf, m in zip(result.frames, result.maps)})
+        write_maps(written.maps, {(result.video_id, lf.time): m for lf, m in zip(result.frames, result.maps)})
     for stale, path in (("overlay.mp4", written.overlay), ("maps.npz", written.maps)):
         if path is None:
             (out / stale).unlink(missing_ok=True)

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
-from avstm.cache import FeatureCache, fp16_scale
+from avstm.cache import FeatureCache
 from avstm.errors import CacheError
 from avstm.memnet.config import LABEL_MODES
 
@@ -96,20 +96,14 @@ def video_infos(cache: FeatureCache, split: str) -> list[VideoInfo]:
     return out
 
 
-def _stored_half(cache: FeatureCache) -> bool:
-    """Whether the cache stores float16 maps (then a float16 copy in memory is lossless)."""
-    return str(cache.config.get("dtype", "float32")) == "float16"
-
-
 def split_bytes(cache_path: str | os.PathLike, infos: list[VideoInfo]) -> int:
     """Bytes that ``preload`` of ``infos`` takes in memory."""
     if not infos:
         return 0
     with FeatureCache(cache_path) as cache:
-        v = cache.visual(infos[0].id, seconds=0)  # (T, 8, 8, C_v)
-        a = cache.audio(infos[0].id, seconds=0)  # (T, 6, 4, 512)
-        width = 2 if _stored_half(cache) else 4
-    return (v.size + a.size) * width * sum(i.num_seconds for i in infos)
+        v, _ = cache.stored(infos[0].id, "visual", 0)  # (T, 8, 8, C_v) as stored
+        a, _ = cache.stored(infos[0].id, "audio", 0)  # (T, 6, 4, 512)
+    return (v.nbytes + a.nbytes) * sum(i.num_seconds for i in infos)
 
 
 def available_memory() -> int:
@@ -120,11 +114,35 @@ def available_memory() -> int:
         return 0
 
 
+def model_input(maps, scale=1.0, *, device: torch.device | str | None = None,
+                channels_last: bool = True) -> torch.Tensor:
+    """Cached maps → the model's input: the one rule of their layout and scale.
+
+    maps: (..., H, W, C) channels-last as the cache stores them (``FeatureCache.stored``:
+    float16|float32; or float32 values, ``FeatureCache.visual``/``audio``), a numpy array or a
+    tensor; ``channels_last=False``: already (..., C, H, W) (the held copy of ``preload``).
+    scale: value = stored × scale (``avstm.cache``'s rule), a number, or a (B,) tensor with one
+    scale per index of the first axis.
+    Returns (..., C, H, W) float32 values on ``device`` (default: where ``maps`` are), a new
+    tensor (never a view of ``maps``); channels-first as a view of channels-last memory
+    (``.contiguous()`` where a copy in the model's layout is wanted).
+    """
+    x = torch.as_tensor(maps)
+    if device is not None:
+        x = x.to(device, non_blocking=True)
+    x = x.to(torch.float32, copy=True)
+    if torch.is_tensor(scale):
+        x.mul_(scale.to(x.device, non_blocking=True).view(-1, *([1] * (x.dim() - 1))))
+    elif scale != 1.0:
+        x.mul_(float(scale))
+    return x.movedim(-1, -3) if channels_last else x
+
+
 @dataclass
 class _Held:
     """One video in memory, channels-first: visual (S, T, C_v, 8, 8) and audio (S, T, 512, 6, 4)
-    as float16 divided by a power-of-two scale (from a float16 cache: bit-exact, half the RAM)
-    or as float32 with scale 1; labels (S,) int64."""
+    as the cache stores them: float16 and the cache's power-of-two scale (value = stored ×
+    scale; half the RAM) or float32 with scale 1; labels (S,) int64."""
 
     visual: np.ndarray
     visual_scale: float
@@ -133,26 +151,22 @@ class _Held:
     labels: np.ndarray
 
 
-def _pack(x: np.ndarray, half: bool) -> tuple[np.ndarray, float]:
-    """Channels-last (S, T, H, W, C) float32 → channels-first copy and its scale."""
-    x = x.transpose(0, 1, 4, 2, 3)
-    if not half:
-        return np.ascontiguousarray(x, dtype=np.float32), 1.0
-    # the cache's own rule: a power of two keeps |stored| in float16's range; dividing is exact
-    scale = fp16_scale(float(np.max(np.abs(x))) if x.size else 0.0)
-    return np.ascontiguousarray(x / scale, dtype=np.float16), scale
+def _channels_first(stored: np.ndarray) -> np.ndarray:
+    """(S, T, H, W, C) maps as the cache stores them → a (S, T, C, H, W) copy, the layout
+    ``model_input(..., channels_last=False)`` reads."""
+    return np.ascontiguousarray(stored.transpose(0, 1, 4, 2, 3))
 
 
 def preload(cache_path: str | os.PathLike, infos: list[VideoInfo], *, progress: bool = False
             ) -> dict[str, _Held]:
-    """Read videos ``infos`` into memory (id → _Held), in the precision the cache stores."""
+    """Read videos ``infos`` into memory (id → _Held), as the cache stores them (float16 with
+    the cache's own scales, or float32): no conversion, so no second copy of its scale rule."""
     out = {}
     with FeatureCache(cache_path) as cache:
-        half = _stored_half(cache)
         for info in tqdm(infos, desc="loading cache", disable=not progress, leave=False):
-            v, vs = _pack(cache.visual(info.id), half)
-            a, as_ = _pack(cache.audio(info.id), half)
-            out[info.id] = _Held(v, vs, a, as_, np.asarray(cache.labels(info.id), dtype=np.int64))
+            (v, vs), (a, as_) = cache.stored(info.id, "visual"), cache.stored(info.id, "audio")
+            out[info.id] = _Held(_channels_first(v), vs, _channels_first(a), as_,
+                                 np.asarray(cache.labels(info.id), dtype=np.int64))
     return out
 
 
@@ -184,18 +198,18 @@ class _CacheReader:
             self._pid = os.getpid()
         return self._cache
 
-    def read(self, vid: str, seconds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """visual (S', T, C_v, 8, 8), audio (S', T, 512, 6, 4), labels (S',) for ``seconds``
-        (a slice)."""
+    def read(self, vid: str, seconds) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """visual (S', T, C_v, 8, 8), audio (S', T, 512, 6, 4) float32 contiguous tensors,
+        labels (S',) for ``seconds`` (a slice)."""
         if self.memory is not None:
             h = self.memory[vid]
-            v = h.visual[seconds].astype(np.float32) * np.float32(h.visual_scale)
-            a = h.audio[seconds].astype(np.float32) * np.float32(h.audio_scale)
+            v = model_input(h.visual[seconds], h.visual_scale, channels_last=False)
+            a = model_input(h.audio[seconds], h.audio_scale, channels_last=False)
             return v, a, h.labels[seconds]
         c = self._file()
-        v = c.visual(vid, seconds=seconds).transpose(0, 1, 4, 2, 3)
-        a = c.audio(vid, seconds=seconds).transpose(0, 1, 4, 2, 3)
-        return np.ascontiguousarray(v), np.ascontiguousarray(a), c.labels(vid)[seconds]
+        v = model_input(c.visual(vid, seconds=seconds)).contiguous()
+        a = model_input(c.audio(vid, seconds=seconds)).contiguous()
+        return v, a, c.labels(vid)[seconds]
 
     def read_stored(self, vid: str, seconds) -> tuple[Stored, Stored, np.ndarray]:
         """As ``read``, from the HDF5 file (never its in-memory copy), but each modality as
@@ -212,8 +226,7 @@ def model_batch(batch, device: torch.device | str) -> list[torch.Tensor]:
     out = []
     for x in batch:
         if isinstance(x, (tuple, list)):
-            maps, scale = (t.to(device, non_blocking=True) for t in x)
-            x = maps.float().mul_(scale.view(-1, *([1] * (maps.dim() - 1)))).permute(0, 1, 4, 2, 3).contiguous()
+            x = model_input(x[0], x[1], device=device).contiguous()
         else:
             x = x.to(device, non_blocking=True)
         out.append(x)
@@ -266,8 +279,8 @@ class HeldSeconds:
         for b in range(0, len(keys), self.batch_size):
             rows = torch.as_tensor([self.offsets[v] + s for v, s in keys[b:b + self.batch_size]],
                                    device=self.device)
-            visual = self.visual.index_select(0, rows).float() * self.visual_scale[rows].view(-1, 1, 1, 1, 1)
-            audio = self.audio.index_select(0, rows).float() * self.audio_scale[rows].view(-1, 1, 1, 1, 1)
+            visual = model_input(self.visual.index_select(0, rows), self.visual_scale[rows], channels_last=False)
+            audio = model_input(self.audio.index_select(0, rows), self.audio_scale[rows], channels_last=False)
             lab = self.second_labels if self.labels == "segment" else self.video_labels
             targets = lab.index_select(0, rows)[:, None].expand(-1, steps).contiguous()  # (B, T)
             yield visual, audio, targets
@@ -343,7 +356,7 @@ class TrainSeconds(_CacheItems):
             return (v[0], vs), (a[0], as_), torch.from_numpy(targets)
         v, a, lab = self.reader.read(info.id, seconds)
         targets = _targets(lab, info.label, v.shape[1], self.labels)
-        return torch.from_numpy(v[0]), torch.from_numpy(a[0]), torch.from_numpy(targets)
+        return v[0], a[0], torch.from_numpy(targets)
 
 
 class WholeVideos(_CacheItems):
@@ -362,5 +375,4 @@ class WholeVideos(_CacheItems):
                     torch.from_numpy(targets), torch.tensor(info.label))
         v, a, lab = self.reader.read(info.id, slice(None))
         targets = _targets(lab, info.label, v.shape[1], self.labels)
-        return (torch.from_numpy(v).flatten(0, 1), torch.from_numpy(a).flatten(0, 1),
-                torch.from_numpy(targets), torch.tensor(info.label))
+        return (v.flatten(0, 1), a.flatten(0, 1), torch.from_numpy(targets), torch.tensor(info.label))

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from avstm.cache import FeatureCache, check_fits, compare_configs
-from avstm.device import resolve_device
+from avstm.device import Distributed, init_distributed, resolve_device
 from avstm.errors import CacheError, CheckpointError, ConfigMismatch
 from avstm.io import check_writable, remove_stale_temporaries, write_json, write_text
 from avstm.memnet import data
@@ -51,27 +51,11 @@ class TrainResult:
     rank: int = 0  # this process's rank under torchrun (only rank 0 wrote the outputs)
 
 
-@dataclass
-class _Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    created: bool = False  # this call initialised the process group (and tears it down)
-
-
-def _setup_distributed(config: TrainConfig) -> tuple[_Dist, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+def _setup_distributed(config: TrainConfig) -> tuple[Distributed, torch.device]:
     device = resolve_device(config.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    d = _Dist(local_rank=local)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        d.created = True
-    if dist.is_initialized():
-        d.rank, d.world_size = dist.get_rank(), dist.get_world_size()
-    return d, device
+    return init_distributed(device), device
 
 
 def _use_memory(choice: str, cache_path, infos: list[data.VideoInfo]) -> bool:
@@ -142,7 +126,7 @@ def evaluate_accuracy(model: STMNet, cache_path: str | os.PathLike, *, split: st
             "video_acc": s[3].item() / s[4].item(), "videos": int(s[4].item())}
 
 
-def _broadcast(obj, d: _Dist):
+def _broadcast(obj, d: Distributed):
     if d.world_size == 1:
         return obj
     box = [obj]
@@ -150,7 +134,7 @@ def _broadcast(obj, d: _Dist):
     return box[0]
 
 
-def _all_sum(t: torch.Tensor, d: _Dist, device: torch.device) -> torch.Tensor:
+def _all_sum(t: torch.Tensor, d: Distributed, device: torch.device) -> torch.Tensor:
     if d.world_size == 1:
         return t
     t = t.to(device)
@@ -183,7 +167,7 @@ def checkpoint_bytes(model: STMNet) -> int:
     return weights * (1 + 3 + 3)
 
 
-def _train(cache_path, out, config, resume, progress, on_epoch, d: _Dist, device) -> TrainResult:
+def _train(cache_path, out, config, resume, progress, on_epoch, d: Distributed, device) -> TrainResult:
     if d.rank == 0:
         check_writable(out)  # before any work: a read-only or full disk fails now
         remove_stale_temporaries(out)  # what a killed run's atomic writes left
