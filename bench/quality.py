@@ -51,6 +51,7 @@ RECIPES = {  # TrainConfig changes over the tool's defaults
     "sqrt+contrastive": {"attention_scale": "sqrt", "contrastive": 1.0},
     "sqrt+visual-loss": {"attention_scale": "sqrt", "visual_loss": 1.0},
     "sqrt+cam": {"attention_scale": "sqrt", "visual_loss": 1.0, "visual_pool": "mean"},
+    "sqrt+cam2": {"attention_scale": "sqrt", "visual_loss": 2.0, "visual_pool": "mean"},
 }
 ALL_MODES = ("paper", "sqrt-scale")  # recipes trained with every memory mode
 BASELINES = ("centre", "whole-image")
