@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
@@ -39,6 +40,8 @@ def make_checkpoint(path: Path, backbone: str, device: str) -> FeatureExtractor:
     ex = FeatureExtractor(ExtractConfig(visual_backbone=backbone, visual_weights="random",
                                         audio_weights="random", device=device))
     net = STMNet(ModelConfig(visual_channels=ex.config.visual_channels, num_classes=29))
+    with torch.no_grad():  # class 0 wins everywhere: every frame sounds, with a heatmap and boxes
+        net.classifier[-1].bias[0] = 1e3
     save_checkpoint(path, net, train_config={}, classes=[f"c{i}" for i in range(28)],
                     extract_config=ex.config.to_dict(), epoch=0)
     return ex

@@ -19,7 +19,7 @@ from avstm.synth import CLASS_NAMES, CLASSES, SceneRenderer, SynthConfig, genera
 from avstm.synth.classes import partner
 from avstm.synth.generate import scene_boxes
 from avstm.synth.scene import annotation_times, envelope, frame_index
-from avstm.synth.video import write_mp4
+from avstm.media import write_mp4
 
 W, H, SECONDS, FPS, SR = 160, 120, 3, 24, 16000
 CONFIG = SynthConfig(videos=4, seed=5, hard=0.5, width=W, height=H, seconds=SECONDS,

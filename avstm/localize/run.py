@@ -49,6 +49,8 @@ STATES = ("sounding", "background", "no audio")  # LocalizedFrame.state
 PRODUCTS = ("boxes.json", "overlay.mp4", "maps.npz")  # what write_result writes into a folder
 TIMING_KEYS = ("setup", "decode", "backbones", "memnet", "boxes", "overlay")
 RESULT_FORMAT = "avstm-localize/1"
+AHEAD = 2  # chunks of samples decoded ahead of the model
+SHARED_DECODE_BYTES = 1 << 30  # most frames an overlay fed by localize's decoder may hold
 
 
 # LocalizeConfig fields fixed when a model is loaded (LocalizeModel.localize cannot change them)
@@ -476,16 +478,19 @@ def localize(model: LocalizeModel, video: str | os.PathLike | Opened, *,
         warnings.append(f"{video}: no audio stream; every frame is background (no audio), "
                         f"no boxes")
     model_size = (ecfg.frame_size, ecfg.frame_size)
-    frames_it = _timed(_ahead(media.iter_frames(video, fps=fps, model_size=model_size), 2 * config.batch_size),
+    rpn = config.boxes == "rpn"  # the detector needs the frames' pixels, Otsu only their size
+    feed = overlay.feed if overlay is not None and overlay.fed is not None else None
+    frames_it = _timed(_ahead(media.iter_frames(video, fps=fps, model_size=model_size, native=rpn,
+                                                every=feed), AHEAD * config.batch_size),
                        timings, "decode")
     stepper = None
     with _bar(expected, progress, f"localize {video.name}") as bar:
         for chunk in _chunks(frames_it, config.batch_size):
             t_chunk = np.array([t for t, _ in chunk])
-            native = np.stack([f for _, (f, _) in chunk])  # (n, H, W, 3) uint8
+            native = np.stack([f for _, (f, _) in chunk]) if rpn else None  # (n, H, W, 3) uint8
             if stepper is None:
-                stepper = _Stepper(model, config, native.shape[1:3], timings,
-                                   has_audio=has_audio, overlay=overlay)
+                stepper = _Stepper(model, config, chunk[0][1][0].shape[:2] if rpn else chunk[0][1][0],
+                                   timings, has_audio=has_audio, overlay=overlay)
             t1 = time.perf_counter()
             small = np.stack([f for _, (_, f) in chunk])  # (n, S, S, 3): scaled as extract does
             t2 = time.perf_counter()
@@ -496,6 +501,8 @@ def localize(model: LocalizeModel, video: str | os.PathLike | Opened, *,
             timings["backbones"] += t3 - t2
             stepper.push(t_chunk, visual, audio, native)
             bar.update(len(chunk))
+    if feed is not None:
+        overlay.end_frames()
     if stepper is None:
         raise MediaError(video, "no frame at the sample times")
     h, w = stepper.size
@@ -585,15 +592,34 @@ class WrittenFiles:
     maps: Path | None = None
 
 
+def shared_decode_span(model: LocalizeModel, config: LocalizeConfig, info: media.MediaInfo
+                       ) -> float | None:
+    """Seconds of source frames an overlay fed by localize's own decoder may hold (``fed`` of
+    ``OverlayWriter``), or None when they would take more than ``SHARED_DECODE_BYTES`` (the
+    overlay then decodes the video itself). A frame waits for the chunk of ``batch_size``
+    samples around it, two more samples and the second the sampler may hold back (below
+    that the decode and the overlay would wait on each other), plus one chunk that the model
+    computes while the overlay draws the previous one: 10 s by default, ~350 MB at 720p."""
+    fps = config.fps or int(model.info.extract_config.get("fps") or 4)
+    span = (2 * config.batch_size + 2) / fps + 1.5
+    frame_bytes = 1.5 * (info.width + 1) * (info.height + 1)  # I420, as decoded
+    if frame_bytes * (info.fps or 30.0) * span > SHARED_DECODE_BYTES:
+        return None
+    return span
+
+
 def overlay_writer(result_source: str | os.PathLike, out_dir: str | os.PathLike, *,
                    overlay: bool = True, frames_dir: str | os.PathLike | None = None,
-                   video_id: str = "frame", show_colorbar: bool = False) -> OverlayWriter | None:
+                   video_id: str = "frame", show_colorbar: bool = False,
+                   fed: float | None = None) -> OverlayWriter | None:
     """The writer of ``out_dir/overlay.mp4`` (and PNGs in ``frames_dir``) for a source video,
-    started now; None when neither is wanted or the source file is missing."""
+    started now; None when neither is wanted or the source file is missing. ``fed``: see
+    ``OverlayWriter`` (the frames come from ``localize``'s decoder)."""
     if not (overlay or frames_dir is not None) or not Path(result_source).is_file():
         return None
     return OverlayWriter(Path(out_dir) / "overlay.mp4" if overlay else None, result_source,
-                         frames_dir=frames_dir, video_id=video_id, show_colorbar=show_colorbar)
+                         frames_dir=frames_dir, video_id=video_id, show_colorbar=show_colorbar,
+                         fed=fed)
 
 
 def write_result(result: LocalizeResult, out_dir: str | os.PathLike, *, overlay: bool = True,
@@ -648,11 +674,17 @@ def localize_to(model: LocalizeModel, video: str | os.PathLike | Opened, out_dir
                 frames_dir: str | os.PathLike | None = None, show_colorbar: bool = False,
                 progress: bool = True) -> tuple[LocalizeResult, WrittenFiles]:
     """``localize`` one video with its overlay drawn and encoded beside the model in a worker
-    thread, then ``write_result`` into ``out_dir``. Returns the result and the files."""
+    thread, then ``write_result`` into ``out_dir``. Returns the result and the files. The
+    overlay takes its frames from the model's decoder (one decode of the video) unless they
+    would hold more than ``SHARED_DECODE_BYTES`` (``shared_decode_span``)."""
     path = video.path if isinstance(video, Opened) else Path(video)
     video_id = video_id or path.stem
-    writer = overlay_writer(path, out_dir, overlay=overlay, frames_dir=frames_dir,
-                            video_id=video_id, show_colorbar=show_colorbar)
+    writer = None
+    if overlay or frames_dir is not None:
+        video = video if isinstance(video, Opened) else open_video(video)
+        writer = overlay_writer(path, out_dir, overlay=overlay, frames_dir=frames_dir,
+                                video_id=video_id, show_colorbar=show_colorbar,
+                                fed=shared_decode_span(model, config, video.info))
     try:
         result = localize(model, video, config=config, video_id=video_id, progress=progress,
                           overlay=writer)
