@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import itertools
 import os
 import threading
@@ -43,7 +44,7 @@ HEAT_FLOOR = 0.5  # the normalised map below this is left uncoloured
 HEAT_ALPHA = 0.6  # opacity of the heatmap at the map's peak
 # x264: visually near-lossless, so thin box edges survive 4:2:0; "ultrafast" keeps a 720p
 # frame's encode near 5 ms on two cores (README, bench/bench_localize.py), at larger files.
-VIDEO_CRF = 20
+VIDEO_CRF = 23
 VIDEO_PRESET = "ultrafast"
 # Audio codecs the mp4 muxer takes as they are; others are re-encoded to AAC.
 MP4_AUDIO = frozenset({"aac", "mp3", "alac", "opus", "flac", "ac3", "eac3"})
@@ -185,7 +186,8 @@ def heat_layer(amap: np.ndarray, size: tuple[int, int], *, alpha: float = HEAT_A
     H and W even) I420; None when nothing is coloured (a flat map, or alpha 0).
 
     For I420 the layer is computed on the chroma grid (H/2, W/2), where U and V are blended,
-    and its opacity and luma are upsampled bilinearly for Y: a quarter of the float work."""
+    its colours looked up in a YUV table of the colormap, and its Y planes upsampled
+    bilinearly from that grid: a quarter of the float work, none at full size."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if alpha == 0:
@@ -206,15 +208,26 @@ def heat_layer(amap: np.ndarray, size: tuple[int, int], *, alpha: float = HEAT_A
     if box is None:
         return None
     r0, r1, c0, c1 = box
-    opacity, colour = _heat(up[r0:r1, c0:c1], alpha)
-    yuv = rgb_to_yuv(colour) * opacity[..., None]  # (h/2, w/2, 3)
-    full = ((c1 - c0) * 2, (r1 - r0) * 2)
-    op_y = cv2.resize(opacity, full, interpolation=cv2.INTER_LINEAR)
-    heat_y = cv2.resize(np.ascontiguousarray(yuv[..., 0]), full, interpolation=cv2.INTER_LINEAR)
-    keep_c = _u8(255.0 * (1.0 - opacity))
+    crop = up[r0:r1, c0:c1]
+    opacity = np.clip((crop - HEAT_FLOOR) * (alpha / (1.0 - HEAT_FLOOR)), 0.0, alpha)
+    index = np.round(crop * 255).astype(np.uint8)
+    yuv = cv2.LUT(cv2.merge([index] * 3), _jet_yuv())  # (h/2, w/2, 3) uint8 colours
+    heat = _u8(yuv * opacity[..., None])
+    keep = _u8(255.0 * (1.0 - opacity))
+    full = ((c1 - c0) * 2, (r1 - r0) * 2)  # uint8 planes upsampled bilinearly for Y
     return HeatLayer(2 * r0, 2 * r1, 2 * c0, 2 * c1,
-                     ((_u8(255.0 * (1.0 - op_y)), _u8(heat_y)), (keep_c, _u8(yuv[..., 1])),
-                      (keep_c, _u8(yuv[..., 2]))))
+                     ((cv2.resize(keep, full, interpolation=cv2.INTER_LINEAR),
+                       cv2.resize(np.ascontiguousarray(heat[..., 0]), full, interpolation=cv2.INTER_LINEAR)),
+                      (keep, np.ascontiguousarray(heat[..., 1])),
+                      (keep, np.ascontiguousarray(heat[..., 2]))))
+
+
+@functools.lru_cache(maxsize=1)
+def _jet_yuv() -> np.ndarray:
+    """(1, 256, 3) uint8: the JET colormap's colour of each map level, as Y, U, V."""
+    rgb = cv2.cvtColor(cv2.applyColorMap(np.arange(256, dtype=np.uint8)[None], cv2.COLORMAP_JET),
+                       cv2.COLOR_BGR2RGB)
+    return _u8(rgb_to_yuv(rgb))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -489,6 +502,7 @@ class OverlayWriter:
                 audio.mux_until(float("inf"))
                 audio.flush()
         self.info = {"frames": n, "fps": float(rate), "maps": "held",
+                     "decode": "shared with the model" if self.fed is not None else "own",
                      "audio": audio.describe() if audio is not None else None}
 
     def _pngs(self, p: int, t: float, img: np.ndarray, draw) -> int:
