@@ -532,17 +532,37 @@ def i420(frame) -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
 
 
+def plane_view(plane) -> np.ndarray:
+    """A plane of an ``av.VideoFrame`` as a (height, width) uint8 array over its buffer (rows
+    ``line_size`` apart): drawing into it draws into the frame."""
+    return np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, :plane.width]
+
+
+def i420_frame(frame) -> "av.VideoFrame":
+    """A new yuv420p ``av.VideoFrame`` of a decoded frame, upright and of even size, to draw
+    on and encode: the decoded planes copied once when it is plain 4:2:0 without rotation
+    (the decoder keeps its own), else made by ``i420``."""
+    if (frame.format.name == "yuv420p" and not int(getattr(frame, "rotation", 0) or 0)
+            and frame.width % 2 == 0 and frame.height % 2 == 0):
+        out = av.VideoFrame(frame.width, frame.height, "yuv420p")
+        for a, b in zip(out.planes, frame.planes):
+            np.copyto(plane_view(a), plane_view(b))
+        return out
+    return av.VideoFrame.from_ndarray(i420(frame), format="yuv420p")
+
+
 def iter_source_frames(path: str | os.PathLike, *, threads: int = 0
-                       ) -> Iterator[tuple[float, np.ndarray]]:
+                       ) -> Iterator[tuple[float, "av.VideoFrame"]]:
     """Every decoded frame of the video stream in display order, upright: yields
-    (t seconds from the first frame, (3·H/2, W) uint8 I420, see ``i420``). For overlays at the
-    source's own frame rate; a damaged tail ends the stream after the last frame that decoded."""
+    (t seconds from the first frame, a yuv420p ``av.VideoFrame`` of even size of it, see
+    ``i420_frame``). For overlays at the source's own frame rate; a damaged tail ends the
+    stream after the last frame that decoded."""
     path = Path(path)
     with _open(path) as container:
         video, _ = _streams(container, path)
         _set_threads(video, threads)
         for t, frame in _decoded(container, video, path):
-            yield t, i420(frame)
+            yield t, i420_frame(frame)
 
 
 def read_audio(path: str | os.PathLike, *, duration: float | None = None) -> tuple[np.ndarray, bool]:
@@ -621,10 +641,14 @@ class Mp4Writer:
         """A stream that takes ``template``'s packets (from another file) unchanged; returns it."""
         return self.container.add_stream_from_template(template)
 
-    def write(self, image: np.ndarray, format: str = "rgb24") -> None:
-        """One frame: (H, W, 3) uint8 RGB ("rgb24"), or (3·H/2, W) uint8 I420 ("yuv420p",
-        as ``i420`` gives; encoded without a conversion)."""
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=format)
+    def write(self, image, format: str = "rgb24") -> None:
+        """One frame: (H, W, 3) uint8 RGB ("rgb24"), (3·H/2, W) uint8 I420 ("yuv420p", as
+        ``i420`` gives), or an ``av.VideoFrame`` (as ``i420_frame`` gives; encoded as it is)."""
+        if isinstance(image, av.VideoFrame):
+            frame = image
+            frame.pict_type = av.video.frame.PictureType.NONE  # the encoder chooses
+        else:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=format)
         frame.pts = self.frames
         frame.time_base = self._time_base
         self.mux(self.video.encode(frame))

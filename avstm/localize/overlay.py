@@ -85,8 +85,11 @@ class _Canvas:
         return cls([img], [1], yuv=False)
 
     @classmethod
-    def i420(cls, buf: np.ndarray) -> "_Canvas":
-        """``buf``: (3·H/2, W) uint8 I420 (H, W even), drawn in place."""
+    def i420(cls, buf) -> "_Canvas":
+        """``buf``: (3·H/2, W) uint8 I420 (H, W even), or a yuv420p ``av.VideoFrame``; drawn
+        in place."""
+        if isinstance(buf, av.VideoFrame):
+            return cls([media.plane_view(p) for p in buf.planes], [1, 2, 2], yuv=True)
         h, w = buf.shape[0] * 2 // 3, buf.shape[1]
         flat = buf.reshape(-1)
         q = h * w // 4
@@ -443,7 +446,7 @@ class OverlayWriter:
                     return
                 t, frame = self._frames.popleft()
                 self._cond.notify_all()
-            yield t, media.i420(frame)
+            yield t, media.i420_frame(frame)
 
     def _write(self, tmp: Path | None) -> None:
         info = media.probe(self.source)
@@ -453,12 +456,12 @@ class OverlayWriter:
         if first is None:
             raise MediaError(self.source, "no frames to write")
         frames = itertools.chain([first], frames)
-        size = (first[1].shape[0] * 2 // 3, first[1].shape[1])  # (H, W), even
+        size = (first[1].height, first[1].width)  # even
         bar = colorbar(size, i420=True) if self.show_colorbar else None
         layers: dict[int, HeatLayer | None] = {}
 
-        def draw(img: np.ndarray, j: int) -> np.ndarray:
-            """Draw sample ``j`` onto the I420 frame ``img`` in place."""
+        def draw(img, j: int):
+            """Draw sample ``j`` onto the I420 frame ``img`` (an array or av.VideoFrame) in place."""
             if j < 0:
                 return img
             s = self._samples[j]
@@ -484,15 +487,16 @@ class OverlayWriter:
             for t, img in frames:
                 k = self._nearest(t, j)  # -1: no sample came (the frame is drawn as it is)
                 j = max(j, k)
-                if self.frames_dir is not None:
-                    png = self._pngs(png, t, prev if prev is not None else img, draw)
-                    prev = img.copy()  # the PNGs draw on the undrawn frame
+                if self.frames_dir is not None:  # the PNGs draw on a copy of the undrawn frame
+                    undrawn = img.to_ndarray()
+                    png = self._pngs(png, t, prev if prev is not None else undrawn, draw)
+                    prev = undrawn
                 n += 1
                 if out is None:
                     continue
                 if audio is not None:
                     audio.mux_until(float(n / rate))
-                out.write(draw(img, k), format="yuv420p")
+                out.write(draw(img, k))
             if self.frames_dir is not None and prev is not None:
                 self._nearest(float("inf"), j)
                 self._pngs(png, float("inf"), prev, draw)
