@@ -61,7 +61,12 @@ def main() -> None:
     p.add_argument("--height", type=int, default=720)
     p.add_argument("--fps", type=int, default=25, help="the clip's own frame rate")
     p.add_argument("--repeat", type=int, default=3, help="end-to-end runs, each followed by a reference run")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads (0: torch's choice); 1 makes the CPU times the work done, "
+                        "without the time torch's idle threads spin on a busy machine")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = common.device_of(args.device)
     seconds = 2.0 if args.quick else args.seconds
     work = Path(args.work)
@@ -71,7 +76,8 @@ def main() -> None:
         common.write_reference_clip(clip, seconds=seconds, seed=99, width=args.width,
                                     height=args.height, fps=args.fps)
     res = {"device": str(device), "backbone": args.backbone, "clip_seconds": seconds,
-           "clip": f"{args.width}x{args.height} {args.fps} fps", "batch_size": args.batch_size}
+           "clip": f"{args.width}x{args.height} {args.fps} fps", "batch_size": args.batch_size,
+           "torch_threads": torch.get_num_threads()}
     print(f"== localize: {args.backbone} on {device}, {clip.name}, batch {args.batch_size}")
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         ckpt = Path(tmp) / "model.pt"
