@@ -1,7 +1,7 @@
 """``localize``: a video (or a cached one) → per-frame attention maps, event classes and boxes.
 
-    video ──(media.iter_frames: each frame at the sample times native, and scaled for the backbone
-          by FFmpeg exactly as extraction scales it; streamed)──► chunks of ``batch_size``
+    video ──(media.iter_frames: each frame at the sample times scaled for the backbone by
+          FFmpeg exactly as extraction scales it, native too for rpn; streamed)──► chunks of ``batch_size``
           frames ──(frozen backbones; log-mel of the centred 0.96 s)──►
           features ──(STMNet.step, one frame at a time, ring buffer of K steps)──► maps, logits
           ──(Otsu + contours, or proposals scored by the map + NMS)──► boxes
@@ -10,7 +10,8 @@ Memory is constant in the video's length except for the result itself (an 8×8 m
 probabilities and a few boxes per frame) and the 16 kHz waveform. The frames are decoded ahead
 in a worker thread. ``overlay.mp4`` (every source frame, the source's audio; ``overlay.py``) is
 drawn and encoded by a worker thread beside the model when an ``OverlayWriter`` is passed to
-``localize``, else by ``write_result`` afterwards. ``write_result`` writes ``boxes.json`` last
+``localize`` (``localize_to``: fed every frame by the same decoder, so the video is decoded
+once), else by ``write_result`` afterwards. ``write_result`` writes ``boxes.json`` last
 (the mark of a complete folder) and removes products of an earlier run it did not rewrite.
 
 A frame is "sounding" when the file has audio and the model's class is not background; only
@@ -454,11 +455,12 @@ def localize(model: LocalizeModel, video: str | os.PathLike | Opened, *,
     """Localize the sounding objects of one video file.
 
     The frames at the sample times (``config.fps`` per second; by default the checkpoint's
-    trained rate) are decoded at their native (upright) size by a worker thread, resized to
-    the extract frame size for the visual backbone in chunks of ``config.batch_size``; the
-    audio of each frame is the 0.96 s log-mel example centred on it. The memory network then
-    steps frame by frame. ``overlay``: an ``OverlayWriter`` on this video, fed each chunk as
-    it is done (the caller closes it). A file without an audio stream is background
+    trained rate) are decoded by a worker thread and scaled to the extract frame size for the
+    visual backbone (kept at their native upright size too for ``rpn`` proposals) in chunks
+    of ``config.batch_size``; the audio of each frame is the 0.96 s log-mel example centred on
+    it. The memory network then steps frame by frame. ``overlay``: an ``OverlayWriter`` on
+    this video, pushed each chunk's samples as it is done, and fed every decoded frame when
+    it was made ``fed`` (the caller closes it). A file without an audio stream is background
     throughout ("no audio", no boxes), with a warning in ``result.warnings``.
     Raises MediaError (unreadable video) and the backbones' errors.
     """
