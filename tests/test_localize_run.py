@@ -251,6 +251,26 @@ def test_a_failing_model_stops_the_shared_decode_and_leaves_no_overlay(world, mo
     assert not list(tmp_path.iterdir())
 
 
+def test_an_overlay_that_fails_while_fed_gives_its_own_error(world, model, tmp_path, monkeypatch):
+    """The overlay's encoder fails (a full disk) while the decoder feeds it: the run raises
+    that error, not one about the decode, and leaves no file."""
+    from avstm.errors import StorageError
+
+    write, count = media.Mp4Writer.write, []
+
+    def failing(self, image, format="rgb24"):
+        count.append(1)
+        if len(count) == 30:
+            raise StorageError(tmp_path / "overlay.mp4", "no space left on the device")
+        return write(self, image, format)
+
+    monkeypatch.setattr(media.Mp4Writer, "write", failing)
+    with pytest.raises(StorageError, match="no space left"):
+        localize_to(model, world["clip"]["long"], tmp_path, progress=False,
+                    config=LocalizeConfig(device="cpu", batch_size=2))
+    assert not list(tmp_path.iterdir())
+
+
 # ---- odd inputs -------------------------------------------------------------------------------
 
 def test_clip_shorter_than_a_second_gives_one_second_of_frames(world, model):

@@ -371,13 +371,15 @@ class OverlayWriter:
 
     def feed(self, t: float, frame) -> None:
         """One decoded source frame (``fed`` writers; called by the decoding thread). Waits
-        while the frames held span ``fed`` seconds; raises MediaError once the writer failed
-        or was aborted, which ends the decode."""
+        while the frames held span ``fed`` seconds; once the writer failed, raises its error
+        (a full disk, say), once it was aborted MediaError: either ends the decode."""
         with self._cond:
             while (not self._aborted and self._error is None and self._frames
                    and t - self._frames[0][0] > self.fed):
                 self._cond.wait(0.1)
-            if self._aborted or self._error is not None:
+            if self._error is not None:
+                raise self._error
+            if self._aborted:
                 raise MediaError(self.source, "the overlay writer stopped")
             self._frames.append((t, frame))
             self._cond.notify_all()
