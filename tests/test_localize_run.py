@@ -185,13 +185,13 @@ def test_video_and_cache_give_the_same_maps(world, model):
 
 def test_one_decode_gives_the_model_its_samples_and_the_overlay_every_frame(world, model, tmp_path,
                                                                             monkeypatch):
-    """localize_to feeds the overlay from the model's own decoder. With chunks of 2 samples on
-    a 10 s clip the overlay may hold only 3 s of frames: the run ends, the frames held never
+    """localize_to feeds the overlay from the model's own decoder. With chunks of 4 samples at
+    2 fps on a 10 s clip the overlay may hold only 6.5 s of frames: the run ends, the frames held never
     span more, the maps, classes and boxes are those of localize without an overlay, and the
     overlay holds every source frame, the same video as the overlay that decodes the source
     itself."""
     clip = world["clip"]["long"]
-    cfg = LocalizeConfig(device="cpu", batch_size=2)
+    cfg = LocalizeConfig(device="cpu", batch_size=4, fps=2)
     alone = localize(model, clip, config=cfg, progress=False)
     held, feed = [], OverlayWriter.feed
 
@@ -207,7 +207,7 @@ def test_one_decode_gives_the_model_its_samples_and_the_overlay_every_frame(worl
     worker.join(timeout=120)
     assert not worker.is_alive(), "the decode and the overlay wait on each other"
     shared = done["result"]
-    span = (2 * 2 + 2) / 4 + 1.5  # shared_decode_span: 3 s of frames at most
+    span = (2 * 4 + 2) / 2 + 1.5  # shared_decode_span: 6.5 s of frames at most
     assert len(held) == 120 and max(held) <= span + 1e-6
     assert shared.overlay["decode"] == "shared with the model" and shared.overlay["frames"] == 120
     np.testing.assert_array_equal(shared.maps, alone.maps)
