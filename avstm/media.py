@@ -1,6 +1,8 @@
-"""Decoding videos: frames at requested times and 16 kHz mono audio, from any file FFmpeg reads.
+"""Decoding videos: frames at requested times and 16 kHz mono audio, from any file FFmpeg reads;
+and writing them: ``Mp4Writer`` / ``write_mp4`` (H.264 + AAC), the one mp4 encoder.
 
-Every stage decodes through this module (extract, localize, evaluate, the tests' clips).
+Every stage decodes through this module (extract, localize, evaluate, the tests' clips), and
+both localize's overlay and synth's videos are encoded by it.
 
 Conventions (docs/ARCHITECTURE.md):
 - A video of duration D has ``S = max(1, floor(D + 1e-3))`` seconds; at ``fps`` frames per second
@@ -28,18 +30,23 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import itertools
 import math
 import os
+from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import av
 import cv2
 import numpy as np
 
 from avstm.errors import HardwareDecodeError, MediaError
+from avstm.io import atomic_path
 
 SAMPLE_RATE = 16000
+AUDIO_CHUNK = 1 << 16  # samples per frame handed to the AAC encoder (it re-frames them)
+LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1"}  # channel count -> FFmpeg channel layout
 TRUNCATION_SLACK = 0.5  # seconds a stream may decode short of its declared duration...
 TRUNCATION_SHARE = 0.1  # ...or this share of it, whichever is larger (a damaged last GOP, AAC padding)
 
@@ -230,7 +237,7 @@ class _FrameSelector:
                  model_size: tuple[int, int] | None = None):
         self.times = None if times is None else np.asarray(times, dtype=np.float64)
         self.fps = fps
-        self.size = size  # (width, height) or None for native
+        self.size = size  # (width, height), None for native, False for the shape only
         self.model_size = model_size  # a second (width, height) of each frame, or None
         self.j = 0
         self.prev = None  # (time, av.VideoFrame)
@@ -262,7 +269,12 @@ class _FrameSelector:
     def _convert(self, frame):
         if self._prev_rgb is not None and self._prev_rgb[0] is frame:
             return self._prev_rgb[1]
-        rgb = self._rgb(frame, self.size)
+        if self.size is False:  # only the upright shape (iter_frames(native=False))
+            rot = int(getattr(frame, "rotation", 0) or 0) % 360
+            self.rotation = rot
+            rgb = (frame.width, frame.height) if rot in (90, 270) else (frame.height, frame.width)
+        else:
+            rgb = self._rgb(frame, self.size)
         if self.model_size is not None:
             rgb = (rgb, self._rgb(frame, self.model_size))
         self._prev_rgb = (frame, rgb)
@@ -434,14 +446,40 @@ def _set_threads(video, threads: int) -> None:
         video.codec_context.thread_count = threads
 
 
+def _decoded(container, video, path: Path) -> Iterator[tuple[float, "av.VideoFrame"]]:
+    """Every decoded frame of ``video`` in display order with its time (s from the first
+    frame). A damaged tail ends the stream after the last frame that decoded; a file that
+    decodes no frame raises MediaError."""
+    origin = _video_origin(video)
+    last_t = None
+    try:
+        for frame in container.decode(video):
+            t = _frame_time(frame, origin)
+            t = t if t is not None else (last_t + 1e-6 if last_t is not None else 0.0)
+            last_t = t
+            yield t, frame
+    except av.FFmpegError as e:
+        if last_t is None:
+            raise MediaError(path, f"cannot decode ({_reason(e)})") from None
+    if last_t is None:
+        raise MediaError(path, "no decodable video frame")
+
+
 def iter_frames(path: str | os.PathLike, *, fps: int = 4, size: tuple[int, int] | None = None,
                 times: Sequence[float] | None = None, threads: int = 0,
-                model_size: tuple[int, int] | None = None) -> Iterator[tuple]:
+                model_size: tuple[int, int] | None = None, native: bool = True,
+                every: Callable[[float, "av.VideoFrame"], None] | None = None) -> Iterator[tuple]:
     """Stream the frames on screen at the sample times: yields (t, (H, W, 3) uint8 RGB).
 
     With ``model_size`` (width, height), yields (t, (frame, (height, width, 3) uint8)) instead:
     the second image converted and scaled from the same decoded frame exactly as ``decode``
-    does for the feature cache, so that localize's features equal extraction's.
+    does for the feature cache, so that localize's features equal extraction's. With
+    ``native`` False (``model_size`` only) the first item is the frame's upright (H, W), not
+    its pixels (no full-size conversion).
+
+    ``every``: called with (t, av.VideoFrame) for every decoded frame, in display order, before
+    the samples it settles are yielded (one decode feeds both the model's samples and the
+    overlay's every frame; ``i420`` converts such a frame).
 
     Memory stays constant in the video's length (for ``localize`` over long videos). Without
     ``times``, the times are exactly those of ``decode`` (``frame_times`` of the decoded
@@ -449,7 +487,8 @@ def iter_frames(path: str | os.PathLike, *, fps: int = 4, size: tuple[int, int] 
     known to lie inside the clip, so at most about one second of frames is buffered.
     """
     path = Path(path)
-    selector = _FrameSelector(times, fps, size, model_size)
+    selector = _FrameSelector(times, fps, size if native or model_size is None else False,
+                              model_size)
     pending: list[tuple] = []  # grid frames whose second may lie past the end
 
     def settled(pairs, seconds: int) -> Iterator[tuple[float, np.ndarray]]:
@@ -464,56 +503,66 @@ def iter_frames(path: str | os.PathLike, *, fps: int = 4, size: tuple[int, int] 
     with _open(path) as container:
         video, _ = _streams(container, path)
         _set_threads(video, threads)
-        origin = _video_origin(video)
         native_fps = float(video.average_rate or video.guessed_rate or 0.0)
         frame_dur = 1.0 / native_fps if native_fps > 0 else 0.0
-        try:
-            for frame in container.decode(video):
-                t = _frame_time(frame, origin)
-                t = t if t is not None else (last_t + 1e-6 if last_t is not None else 0.0)
-                last_t = t
-                # the clip lasts at least until this frame ends: its whole seconds so far are in
-                yield from settled(list(selector.push(t, frame)), num_seconds(t + frame_dur))
-        except av.FFmpegError as e:
-            if selector.prev is None:
-                raise MediaError(path, f"cannot decode ({_reason(e)})") from None
-        if selector.prev is None:
-            raise MediaError(path, "no decodable video frame")
-        _check_decoded(path, container, video, "video", (last_t or 0.0) + frame_dur)
-    seconds = num_seconds((last_t or 0.0) + frame_dur)
+        for t, frame in _decoded(container, video, path):
+            last_t = t
+            if every is not None:
+                every(t, frame)
+            # the clip lasts at least until this frame ends: its whole seconds so far are in
+            yield from settled(list(selector.push(t, frame)), num_seconds(t + frame_dur))
+        _check_decoded(path, container, video, "video", last_t + frame_dur)
+    seconds = num_seconds(last_t + frame_dur)
     rest = list(selector.finish(seconds * fps if times is None else None))
     yield from settled(rest, seconds)
 
 
+def i420(frame) -> np.ndarray:
+    """A decoded frame, upright, as one (3·H/2, W) uint8 I420 array (the Y plane, then U and
+    V at half size; H and W even, an odd size padded by repeating its last row or column):
+    the frame's own planes copied when it is plain 4:2:0 without rotation, else converted by
+    FFmpeg to RGB and by cv2 (BT.601 limited range, as swscale) to I420."""
+    if (frame.format.name == "yuv420p" and not int(getattr(frame, "rotation", 0) or 0)
+            and frame.width % 2 == 0 and frame.height % 2 == 0):
+        return frame.to_ndarray()
+    rgb = _FrameSelector(None, 1, None)._convert(frame)
+    h, w = rgb.shape[:2]
+    if h % 2 or w % 2:
+        rgb = np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+
+
+def plane_view(plane) -> np.ndarray:
+    """A plane of an ``av.VideoFrame`` as a (height, width) uint8 array over its buffer (rows
+    ``line_size`` apart): drawing into it draws into the frame."""
+    return np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, :plane.width]
+
+
+def i420_frame(frame) -> "av.VideoFrame":
+    """A new yuv420p ``av.VideoFrame`` of a decoded frame, upright and of even size, to draw
+    on and encode: the decoded planes copied once when it is plain 4:2:0 without rotation
+    (the decoder keeps its own), else made by ``i420``."""
+    if (frame.format.name == "yuv420p" and not int(getattr(frame, "rotation", 0) or 0)
+            and frame.width % 2 == 0 and frame.height % 2 == 0):
+        out = av.VideoFrame(frame.width, frame.height, "yuv420p")
+        for a, b in zip(out.planes, frame.planes):
+            np.copyto(plane_view(a), plane_view(b))
+        return out
+    return av.VideoFrame.from_ndarray(i420(frame), format="yuv420p")
+
+
 def iter_source_frames(path: str | os.PathLike, *, threads: int = 0
-                       ) -> Iterator[tuple[float, np.ndarray]]:
+                       ) -> Iterator[tuple[float, "av.VideoFrame"]]:
     """Every decoded frame of the video stream in display order, upright: yields
-    (t seconds from the first frame, (H, W, 3) uint8 RGB). For overlays at the source's own
-    frame rate; a damaged tail ends the stream after the last frame that decoded."""
+    (t seconds from the first frame, a yuv420p ``av.VideoFrame`` of even size of it, see
+    ``i420_frame``). For overlays at the source's own frame rate; a damaged tail ends the
+    stream after the last frame that decoded."""
     path = Path(path)
-    upright = _FrameSelector(None, 1, None)._convert
-
-    def rgb(frame) -> np.ndarray:
-        # plain 4:2:0 without rotation: cv2's BT.601 conversion, as swscale's, in half its time
-        if (frame.format.name == "yuv420p" and not int(getattr(frame, "rotation", 0) or 0)
-                and frame.width % 2 == 0 and frame.height % 2 == 0):
-            return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
-        return upright(frame)
-
-    last_t = None
     with _open(path) as container:
         video, _ = _streams(container, path)
         _set_threads(video, threads)
-        origin = _video_origin(video)
-        try:
-            for frame in container.decode(video):
-                t = _frame_time(frame, origin)
-                t = t if t is not None else (last_t + 1e-6 if last_t is not None else 0.0)
-                last_t = t
-                yield t, rgb(frame)
-        except av.FFmpegError as e:
-            if last_t is None:
-                raise MediaError(path, f"cannot decode ({_reason(e)})") from None
+        for t, frame in _decoded(container, video, path):
+            yield t, i420_frame(frame)
 
 
 def read_audio(path: str | os.PathLike, *, duration: float | None = None) -> tuple[np.ndarray, bool]:
@@ -544,3 +593,132 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if frames.shape[1:3] == (size[1], size[0]):
         return frames
     return np.stack([cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in frames])
+
+
+class Mp4Writer:
+    """An mp4 being written at ``path`` (as given: callers write into an ``io.atomic_path``):
+    one video stream (libx264 by default) fed frame by frame, and optionally one audio
+    stream, added before the first frame (``add_audio`` to encode, ``copy_audio`` to take a
+    source stream's packets as they are).
+
+    width, height: the frames' size (even for yuv420p). fps: frame i is shown from i / fps.
+    crf, preset: x264's quality and speed; threads: encoder threads (0: the encoder's
+    choice); codec, pix_fmt: the encoder and its pixel format (e.g. yuv444p, gray);
+    rotation: display-matrix rotation in degrees counter-clockwise (None: none);
+    faststart: the index at the front of the file (playable while it downloads).
+    """
+
+    def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float, *,
+                 crf: int = 23, preset: str = "veryfast", threads: int = 0,
+                 codec: str = "libx264", pix_fmt: str = "yuv420p", rotation: int | None = None,
+                 faststart: bool = False):
+        self.rate = Fraction(fps).limit_denominator(1001)
+        self.container = av.open(str(path), "w", format="mp4",
+                                 **({"options": {"movflags": "+faststart"}} if faststart else {}))
+        try:
+            self.video = self.container.add_stream(codec, rate=self.rate)
+            self.video.height, self.video.width = height, width
+            self.video.pix_fmt = pix_fmt
+            if codec == "libx264":
+                self.video.options = {"crf": str(crf), "preset": preset}
+            self.video.codec_context.thread_count = threads
+            if rotation is not None:
+                self.video.set_display_rotation(rotation)
+        except BaseException:
+            self.container.close()
+            raise
+        self.frames = 0
+        self._time_base = 1 / self.rate  # our own: the muxer replaces the stream's time base
+
+    def add_audio(self, rate: int, channels: int, bit_rate: int):
+        """An AAC stream of ``channels`` (default layout) at ``rate`` Hz; returns it."""
+        layout = LAYOUTS.get(channels) or av.AudioLayout(f"{channels}c").name
+        stream = self.container.add_stream("aac", rate=rate, layout=layout)
+        stream.bit_rate = bit_rate
+        return stream
+
+    def copy_audio(self, template):
+        """A stream that takes ``template``'s packets (from another file) unchanged; returns it."""
+        return self.container.add_stream_from_template(template)
+
+    def write(self, image, format: str = "rgb24") -> None:
+        """One frame: (H, W, 3) uint8 RGB ("rgb24"), (3·H/2, W) uint8 I420 ("yuv420p", as
+        ``i420`` gives), or an ``av.VideoFrame`` (as ``i420_frame`` gives; encoded as it is)."""
+        if isinstance(image, av.VideoFrame):
+            frame = image
+            frame.pict_type = av.video.frame.PictureType.NONE  # the encoder chooses
+        else:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=format)
+        frame.pts = self.frames
+        frame.time_base = self._time_base
+        self.mux(self.video.encode(frame))
+        self.frames += 1
+
+    def mux(self, packets) -> None:
+        """Mux a packet or a list of packets (of this file's streams)."""
+        self.container.mux(packets)
+
+    def end_video(self) -> None:
+        """Flush the video encoder (no frame may follow)."""
+        self.mux(self.video.encode(None))
+
+    def encode_audio(self, stream, audio: np.ndarray, sample_rate: int) -> None:
+        """(C, M) float32 audio, sample 0 at time 0, into ``stream`` (``add_audio``), flushed."""
+        layout = stream.layout.name
+        for s in range(0, audio.shape[1], AUDIO_CHUNK):
+            chunk = np.ascontiguousarray(audio[:, s:s + AUDIO_CHUNK])
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+            frame.sample_rate = sample_rate
+            frame.pts = s
+            frame.time_base = Fraction(1, sample_rate)
+            self.mux(stream.encode(frame))
+        self.mux(stream.encode(None))
+
+    def close(self) -> None:
+        self.container.close()
+
+    def __enter__(self) -> "Mp4Writer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_mp4(path: str | os.PathLike, frames: np.ndarray | Iterable[np.ndarray], fps: float,
+              audio: np.ndarray | None = None, sample_rate: int = 16000, *, crf: int = 23,
+              preset: str = "veryfast", threads: int = 0, codec: str = "libx264",
+              pix_fmt: str = "yuv420p", rotation: int | None = None) -> Path:
+    """Write ``frames`` and ``audio`` to an mp4 at ``path`` (via a temporary file and a rename).
+
+    frames: (N, H, W, 3) uint8 RGB, or an iterable of (H, W, 3) uint8 arrays; H and W even.
+        Frame i is shown from i / fps to (i + 1) / fps.
+    audio: (C, M) float32 in [-1, 1] with C = 1 (mono), 2 (stereo) or 6 (5.1), sample 0 at
+        time 0, encoded to AAC at 64 kbit/s per channel after the video; None: no audio.
+    The other options are ``Mp4Writer``'s. Returns the path. Raises MediaError if the
+    encoder fails.
+    """
+    path = Path(path)
+    if audio is not None:
+        audio = np.asarray(audio, np.float32)
+        if audio.ndim != 2 or audio.shape[0] not in LAYOUTS:
+            raise MediaError(path, f"audio must be (1, 2 or 6 channels, samples), got {audio.shape}")
+    it = iter(frames)
+    first = next(it, None)
+    if first is None:
+        raise MediaError(path, "no frames to write")
+    try:
+        with atomic_path(path) as tmp:
+            with Mp4Writer(tmp, first.shape[1], first.shape[0], fps, crf=crf, preset=preset,
+                           threads=threads, codec=codec, pix_fmt=pix_fmt,
+                           rotation=rotation) as out:
+                stream = None
+                if audio is not None:
+                    stream = out.add_audio(sample_rate, audio.shape[0], 64000 * audio.shape[0])
+                for f in itertools.chain([first], it):
+                    out.write(f)
+                out.end_video()
+                if stream is not None:
+                    out.encode_audio(stream, audio, sample_rate)
+    except (av.FFmpegError, ValueError) as e:
+        raise MediaError(path, f"cannot encode: {e}") from e
+    return path

@@ -44,7 +44,7 @@ def clip_frames(seconds: float, *, width: int = REF_WIDTH, height: int = REF_HEI
 def write_reference_clip(path: str | os.PathLike, *, seconds: float = 10.0, seed: int = 0,
                          width: int = REF_WIDTH, height: int = REF_HEIGHT, fps: int = REF_FPS) -> Path:
     """An mp4 like the AVE reference: H.264 (libx264, crf 23) + AAC 44.1 kHz stereo."""
-    from avstm.synth.video import write_mp4
+    from avstm.media import write_mp4
 
     sr = 44100
     t = np.arange(int(seconds * sr)) / sr

@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from avstm.synth.video import write_mp4
+from avstm.media import write_mp4
 
 CODE_BITS = 10
 

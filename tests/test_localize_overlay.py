@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import av
 import numpy as np
 import pytest
@@ -201,6 +203,81 @@ def test_frames_dir_gets_one_png_per_sample_of_the_frame_then_on_screen(source, 
     img = cv2.cvtColor(cv2.imread(str(tmp_path / "png" / "clip_1.625.png")), cv2.COLOR_BGR2RGB)
     assert img.shape == (240, 320, 3) and read_index(img[120:]) == int(1.625 * FPS)
     assert not (tmp_path / "o.mp4").exists()
+
+
+def _feed_in_a_thread(writer, source):
+    """media.iter_frames(every=writer.feed) in a thread, as localize runs it; returns the
+    thread and a dict that gets the decode's error."""
+    out = {}
+
+    def run():
+        try:
+            for _ in media.iter_frames(source, fps=4, every=writer.feed):
+                pass
+            writer.end_frames()
+        except MediaError as e:
+            out["error"] = str(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_a_fed_writer_holds_at_most_its_span_of_frames_until_samples_come(source, tmp_path):
+    """Fed by the model's decoder and given no sample yet, the writer holds 1 s of frames and
+    the decoder waits; once the samples come, it writes the same video as a writer that
+    decodes the source itself."""
+    fed = OverlayWriter(tmp_path / "fed.mp4", source, fed=1.0)
+    thread, out = _feed_in_a_thread(fed, source)
+    thread.join(timeout=3)
+    assert thread.is_alive() and not out  # waiting to feed
+    with fed._cond:
+        held = [t for t, _ in fed._frames]
+    assert held[-1] - held[0] <= 1.0 and len(held) in (FPS + 1, FPS + 2)
+    fed.push(samples_of(N_SOURCE / FPS))
+    thread.join(timeout=30)
+    info = fed.close()
+    own = OverlayWriter(tmp_path / "own.mp4", source)
+    own.push(samples_of(N_SOURCE / FPS))
+    own.close()
+    assert info["frames"] == N_SOURCE and info["decode"] == "shared with the model"
+    a, b = streams(tmp_path / "fed.mp4")[2], streams(tmp_path / "own.mp4")[2]
+    assert len(a) == len(b) == N_SOURCE and all((x == y).all() for x, y in zip(a, b))
+
+
+def test_abort_ends_a_decoder_waiting_to_feed_and_leaves_no_file(source, tmp_path):
+    writer = OverlayWriter(tmp_path / "x.mp4", source, fed=0.5)
+    thread, out = _feed_in_a_thread(writer, source)
+    thread.join(timeout=2)
+    assert thread.is_alive()
+    writer.abort()
+    thread.join(timeout=5)
+    assert not thread.is_alive() and "overlay writer stopped" in out["error"]
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_i420_drawing_looks_like_the_rgb_drawing():
+    """The video's frames are drawn on their I420 planes, render_overlay on RGB, by the same
+    _compose: heatmap, box, score, label and colour bar agree within the chroma's rounding."""
+    import cv2
+
+    from avstm.localize import overlay
+
+    rng = np.random.default_rng(0)
+    frame = cv2.GaussianBlur(rng.integers(0, 255, (H, W, 3), dtype=np.uint8), (9, 9), 3)
+    amap = np.add.outer(np.hanning(8), np.hanning(8))
+    rgb = render_overlay(frame, amap, [BOX], label="violin", probability=0.87, show_colorbar=True)
+    yuv = cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420)
+    overlay._compose(overlay._Canvas.i420(yuv), overlay.heat_layer(amap, (H, W), i420=True), [BOX],
+                     "violin 0.87", False, overlay.colorbar((H, W), i420=True), BOX_COLOR, True)
+    drawn = cv2.cvtColor(yuv, cv2.COLOR_YUV2RGB_I420).astype(int)
+    plain = cv2.cvtColor(cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420), cv2.COLOR_YUV2RGB_I420)
+    changed = (rgb != frame).any(axis=2)  # what render_overlay drew
+    assert changed.mean() > 0.2
+    assert np.abs(drawn - rgb)[changed].mean() < 4  # drawn alike (2.2)
+    assert np.abs(drawn - plain)[~changed].mean() < 0.3  # and nothing else (0.06)
+    assert (drawn[60, 40:42] >= 245).all() and (drawn[31, 50:110] >= 245).all()  # white box edges
+    assert (drawn[1, 1:10] <= 10).all()  # on the label's black background
 
 
 def test_abort_leaves_no_file(source, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import threading
 
 import av
 import numpy as np
@@ -21,6 +22,8 @@ from avstm.extract.config import ExtractConfig
 from avstm.extract.pipeline import extract
 from avstm.localize import (LocalizeConfig, load_localize_model, localize, localize_cached,
                             map_key, write_result)
+from avstm.localize.overlay import OverlayWriter
+from avstm.localize.run import localize_to
 from avstm.memnet.checkpoint import read_checkpoint, save_checkpoint
 from avstm.memnet.model import ModelConfig, STMNet
 from avstm.memnet.train import TrainConfig
@@ -178,6 +181,94 @@ def test_video_and_cache_give_the_same_maps(world, model):
     apart = np.abs(other.maps[:n] - cached.maps).mean()
     assert apart > 0 and same < 0.01 * apart, (same, apart)
     np.testing.assert_array_equal(live.class_ids, cached.class_ids)
+
+
+def test_one_decode_gives_the_model_its_samples_and_the_overlay_every_frame(world, model, tmp_path,
+                                                                            monkeypatch):
+    """localize_to feeds the overlay from the model's own decoder. With chunks of 4 samples at
+    2 fps on a 10 s clip the overlay may hold only 6.5 s of frames: the run ends, the frames held never
+    span more, the maps, classes and boxes are those of localize without an overlay, and the
+    overlay holds every source frame, the same video as the overlay that decodes the source
+    itself."""
+    clip = world["clip"]["long"]
+    cfg = LocalizeConfig(device="cpu", batch_size=4, fps=2)
+    alone = localize(model, clip, config=cfg, progress=False)
+    held, feed = [], OverlayWriter.feed
+
+    def watched(self, t, frame):
+        feed(self, t, frame)
+        held.append(t - self._frames[0][0])
+
+    monkeypatch.setattr(OverlayWriter, "feed", watched)
+    done = {}
+    worker = threading.Thread(target=lambda: done.update(
+        result=localize_to(model, clip, tmp_path / "shared", config=cfg, progress=False)[0]), daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), "the decode and the overlay wait on each other"
+    shared = done["result"]
+    span = (2 * 4 + 2) / 2 + 1.5  # shared_decode_span: 6.5 s of frames at most
+    assert len(held) == 120 and max(held) <= span + 1e-6
+    assert shared.overlay["decode"] == "shared with the model" and shared.overlay["frames"] == 120
+    np.testing.assert_array_equal(shared.maps, alone.maps)
+    np.testing.assert_array_equal(shared.class_ids, alone.class_ids)
+    np.testing.assert_array_equal(shared.boxes, alone.boxes)
+    assert shared.num_boxes > 0
+    write_result(alone, tmp_path / "own", progress=False)  # the writer decodes the source itself
+    own = json.loads((tmp_path / "own" / "boxes.json").read_text())["overlay"]
+    assert own["decode"] == "own"
+    a, b = _decode_all(tmp_path / "shared" / "overlay.mp4")[0], _decode_all(tmp_path / "own" / "overlay.mp4")[0]
+    assert len(a) == len(b) == 120 and all((x == y).all() for x, y in zip(a, b))
+
+
+def test_a_failing_model_stops_the_shared_decode_and_leaves_no_overlay(world, model, tmp_path,
+                                                                       monkeypatch):
+    """The backbones fail in the second chunk while the decoder waits to feed the overlay:
+    the error comes out, nothing hangs, no overlay.mp4 is left."""
+    calls = []
+
+    def failing(frames):
+        calls.append(len(frames))
+        if len(calls) == 2:
+            raise RuntimeError("backbone failed")
+        return visual(frames)
+
+    visual = model.extractor.visual
+    monkeypatch.setattr(model.extractor, "visual", failing)
+    done = {}
+
+    def run():
+        try:
+            localize_to(model, world["clip"]["long"], tmp_path, progress=False,
+                        config=LocalizeConfig(device="cpu", batch_size=2))
+        except RuntimeError as e:
+            done["error"] = str(e)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive() and done == {"error": "backbone failed"}
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_overlay_that_fails_while_fed_gives_its_own_error(world, model, tmp_path, monkeypatch):
+    """The overlay's encoder fails (a full disk) while the decoder feeds it: the run raises
+    that error, not one about the decode, and leaves no file."""
+    from avstm.errors import StorageError
+
+    write, count = media.Mp4Writer.write, []
+
+    def failing(self, image, format="rgb24"):
+        count.append(1)
+        if len(count) == 30:
+            raise StorageError(tmp_path / "overlay.mp4", "no space left on the device")
+        return write(self, image, format)
+
+    monkeypatch.setattr(media.Mp4Writer, "write", failing)
+    with pytest.raises(StorageError, match="no space left"):
+        localize_to(model, world["clip"]["long"], tmp_path, progress=False,
+                    config=LocalizeConfig(device="cpu", batch_size=2))
+    assert not list(tmp_path.iterdir())
 
 
 # ---- odd inputs -------------------------------------------------------------------------------

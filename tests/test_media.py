@@ -95,3 +95,20 @@ def test_rotation_metadata_gives_upright_frames(tmp_path):
     f = clip.frames[0].astype(int)
     # rotated 90° counter-clockwise, the top band becomes the left band
     assert f[:, :8, 0].mean() > 200 and f[:, -8:, 0].mean() < 150
+
+
+def test_iter_frames_without_native_pixels_gives_their_upright_shape_and_every_frame(tmp_path):
+    """native=False (Otsu boxes need only the frame size) gives the shape the native frames
+    have, upright, with the same scaled frames; ``every`` sees each decoded frame, once, in
+    order, the overlay's ``i420`` of it upright too."""
+    p = write_clip(tmp_path / "rot.mp4", index_frames(30, 128, 96), fps=24, rotation=90)
+    full = list(media.iter_frames(p, fps=4, model_size=(32, 32)))
+    seen = []
+    shape_only = list(media.iter_frames(p, fps=4, model_size=(32, 32), native=False,
+                                        every=lambda t, f: seen.append((t, media.i420(f).shape))))
+    assert [t for t, _ in shape_only] == [t for t, _ in full] and len(full) == 4
+    for (_, (native, small)), (_, (shape, small2)) in zip(full, shape_only):
+        assert shape == native.shape[:2] == (128, 96)
+        np.testing.assert_array_equal(small, small2)
+    assert len(seen) == 30 and [t for t, _ in seen] == sorted(t for t, _ in seen)
+    assert {s for _, s in seen} == {(128 * 3 // 2, 96)}  # I420 of the upright 96×128 frame

@@ -17,9 +17,9 @@ from avstm.cli import cli
 from avstm.errors import ConfigMismatch, MediaError
 from avstm.synth import CLASS_NAMES, CLASSES, SceneRenderer, SynthConfig, generate, sample_scene
 from avstm.synth.classes import partner
-from avstm.synth.generate import scene_boxes
+from avstm.synth.generate import make_video, scene_boxes
 from avstm.synth.scene import annotation_times, envelope, frame_index
-from avstm.synth.video import write_mp4
+from avstm.media import write_mp4
 
 W, H, SECONDS, FPS, SR = 160, 120, 3, 24, 16000
 CONFIG = SynthConfig(videos=4, seed=5, hard=0.5, width=W, height=H, seconds=SECONDS,
@@ -262,6 +262,35 @@ def test_write_mp4_round_trips_stereo_audio_and_frames(tmp_path):
     assert len(decoded) == 12
     assert abs(int(decoded[0][:, :32].mean()) - 200) < 8 and decoded[0][:, 40:].mean() < 8
     assert not list(tmp_path.glob("*.tmp-*"))
+
+
+def _x264_settings(path) -> str:
+    """The options x264 records in its SEI at the start of the stream."""
+    data = open(path, "rb").read()
+    start = data.index(b"x264 - core")
+    return data[start:data.index(b"\x00", start)].decode("ascii", "replace")
+
+
+def test_synth_and_the_overlay_share_one_writer_each_with_its_own_settings(tmp_path):
+    """media.Mp4Writer encodes both: synth's videos keep their settings (crf 23 at x264's
+    veryfast, the index at the end, one thread: the same bytes each time), the overlay its
+    own (crf 23, ultrafast: no sub-pixel motion search)."""
+    from avstm.localize.overlay import OverlayWriter
+
+    config = SynthConfig(videos=3, seed=5, seconds=2, width=64, height=48)
+    a = make_video(tmp_path / "a", config, 0, threads=1)
+    b = make_video(tmp_path / "b", config, 0, threads=1)
+    pa, pb = (tmp_path / d / "AVE" / f"{a.id}.mp4" for d in ("a", "b"))
+    assert pa.read_bytes() == pb.read_bytes()
+    synth = _x264_settings(pa)
+    assert "crf=23.0" in synth and "subme=2" in synth and "threads=1" in synth  # veryfast
+    assert pa.read_bytes().index(b"moov") > pa.read_bytes().index(b"mdat")  # no faststart
+    writer = OverlayWriter(tmp_path / "o.mp4", pa)
+    writer.close()
+    overlay = _x264_settings(tmp_path / "o.mp4")
+    assert "crf=23.0" in overlay and "subme=0" in overlay  # ultrafast
+    data = (tmp_path / "o.mp4").read_bytes()
+    assert data.index(b"moov") < data.index(b"mdat")  # faststart
 
 
 def test_write_mp4_rejects_audio_of_wrong_shape(tmp_path):

@@ -16,8 +16,10 @@ boxes, only its state at the top-left ("background 0.91", "no audio").
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
+import functools
 import itertools
 import os
 import threading
@@ -42,7 +44,7 @@ HEAT_FLOOR = 0.5  # the normalised map below this is left uncoloured
 HEAT_ALPHA = 0.6  # opacity of the heatmap at the map's peak
 # x264: visually near-lossless, so thin box edges survive 4:2:0; "ultrafast" keeps a 720p
 # frame's encode near 5 ms on two cores (README, bench/bench_localize.py), at larger files.
-VIDEO_CRF = "20"
+VIDEO_CRF = 23
 VIDEO_PRESET = "ultrafast"
 # Audio codecs the mp4 muxer takes as they are; others are re-encoded to AAC.
 MP4_AUDIO = frozenset({"aac", "mp3", "alac", "opus", "flac", "ac3", "eac3"})
@@ -58,110 +60,226 @@ def _text_scale(h: int, w: int) -> float:
     return max(0.35, min(h, w) / 480)
 
 
-def _draw_text(img: np.ndarray, text: str, org: tuple[int, int], scale: float,
+# BT.601 limited range, the matrix of cv2's COLOR_RGB2YUV_I420 and of swscale's default
+_YUV = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0],
+                 [112.0, -93.786, -18.214]], np.float32) / 255.0
+_YUV_OFFSET = np.array([16.0, 128.0, 128.0], np.float32)
+
+
+def rgb_to_yuv(rgb) -> np.ndarray:
+    """(..., 3) RGB in [0, 255] → (..., 3) float32 Y, U, V (BT.601 limited range)."""
+    return np.asarray(rgb, np.float32) @ _YUV.T + _YUV_OFFSET
+
+
+class _Canvas:
+    """A frame to draw on, as planes: an (H, W, 3) RGB image (one plane), or an I420 frame
+    (Y at full size, U and V at half size). Coordinates are the frame's pixels; a plane at
+    ``step`` 2 covers each rectangle by the chroma pixels it touches."""
+
+    def __init__(self, planes: Sequence[np.ndarray], steps: Sequence[int], yuv: bool):
+        self.planes, self.steps, self.yuv = list(planes), list(steps), yuv
+        self.h, self.w = self.planes[0].shape[:2]
+
+    @classmethod
+    def rgb(cls, img: np.ndarray) -> "_Canvas":
+        return cls([img], [1], yuv=False)
+
+    @classmethod
+    def i420(cls, buf) -> "_Canvas":
+        """``buf``: (3·H/2, W) uint8 I420 (H, W even), or a yuv420p ``av.VideoFrame``; drawn
+        in place."""
+        if isinstance(buf, av.VideoFrame):
+            return cls([media.plane_view(p) for p in buf.planes], [1, 2, 2], yuv=True)
+        h, w = buf.shape[0] * 2 // 3, buf.shape[1]
+        flat = buf.reshape(-1)
+        q = h * w // 4
+        return cls([flat[:h * w].reshape(h, w), flat[h * w:h * w + q].reshape(h // 2, w // 2),
+                    flat[h * w + q:].reshape(h // 2, w // 2)], [1, 2, 2], yuv=True)
+
+    def colours(self, rgb) -> list:
+        """The value of colour ``rgb`` in each plane."""
+        if not self.yuv:
+            return [tuple(int(c) for c in rgb)]
+        return [int(round(float(v))) for v in rgb_to_yuv(rgb)]
+
+    def fill(self, x1: int, y1: int, x2: int, y2: int, rgb) -> None:
+        for plane, step, value in zip(self.planes, self.steps, self.colours(rgb)):
+            plane[y1 // step:-(-y2 // step), x1 // step:-(-x2 // step)] = value
+
+    def text(self, text: str, org: tuple[int, int], scale: float, thick: int, rgb) -> None:
+        """Anti-aliased text on the first plane (luma for I420: the text and its box are grey)."""
+        cv2.putText(self.planes[0], text, org, cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    self.colours(rgb)[0], thick, cv2.LINE_AA)
+
+    def blend(self, layer: "HeatLayer") -> None:
+        for plane, step, (keep, heat) in zip(self.planes, self.steps, layer.parts):
+            region = plane[layer.y0 // step:layer.y1 // step, layer.x0 // step:layer.x1 // step]
+            cv2.add(cv2.multiply(region, keep, scale=1.0 / 255.0), heat, dst=region)
+
+    def paste(self, y: int, x: int, parts: Sequence[np.ndarray]) -> None:
+        for plane, step, pixels in zip(self.planes, self.steps, parts):
+            py, px = y // step, x // step
+            ph, pw = plane.shape[:2]
+            plane[py:py + pixels.shape[0], px:px + pixels.shape[1]] = pixels[:ph - py, :pw - px]
+
+
+def _draw_text(canvas: _Canvas, text: str, org: tuple[int, int], scale: float,
                background=TEXT_BACKGROUND) -> None:
-    """Text with a filled background box, its top-left corner at ``org``, kept inside img."""
+    """Text with a filled background box, its top-left corner at ``org``, kept inside the frame."""
     thick = max(1, int(round(scale * 2)))
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-    h, w = img.shape[:2]
+    h, w = canvas.h, canvas.w
     x = int(np.clip(org[0], 0, max(0, w - tw - 4)))
     y = int(np.clip(org[1], 0, max(0, h - th - base - 4)))
-    cv2.rectangle(img, (x, y), (x + tw + 4, y + th + base + 4), background, cv2.FILLED)
-    cv2.putText(img, text, (x + 2, y + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, TEXT_COLOR,
-                thick, cv2.LINE_AA)
+    canvas.fill(x, y, x + tw + 5, y + th + base + 5, background)
+    canvas.text(text, (x + 2, y + th + 2), scale, thick, TEXT_COLOR)
 
 
-def _draw_border(img: np.ndarray, xyxy, width: int, color) -> None:
+def _draw_border(canvas: _Canvas, xyxy, width: int, color) -> None:
     """A rectangle's border ``width`` pixels thick, drawn inside [x1, x2) × [y1, y2)."""
-    h, w = img.shape[:2]
+    h, w = canvas.h, canvas.w
     x1, x2 = (int(np.clip(round(v), 0, w)) for v in (xyxy[0], xyxy[2]))
     y1, y2 = (int(np.clip(round(v), 0, h)) for v in (xyxy[1], xyxy[3]))
     if x2 <= x1 or y2 <= y1:
         return
-    img[y1:min(y1 + width, y2), x1:x2] = color
-    img[max(y2 - width, y1):y2, x1:x2] = color
-    img[y1:y2, x1:min(x1 + width, x2)] = color
-    img[y1:y2, max(x2 - width, x1):x2] = color
+    canvas.fill(x1, y1, x2, min(y1 + width, y2), color)
+    canvas.fill(x1, max(y2 - width, y1), x2, y2, color)
+    canvas.fill(x1, y1, min(x1 + width, x2), y2, color)
+    canvas.fill(max(x2 - width, x1), y1, x2, y2, color)
 
 
 @dataclasses.dataclass(frozen=True)
 class HeatLayer:
-    """A map ready to blend onto frames of one size, as two (h, w, 3) uint8 arrays over the
-    coloured crop [y0:y1, x0:x1]: ``keep`` = 255·(1 − opacity) and ``heat`` = colour ·
-    opacity, so that a frame's pixel becomes pixel·keep/255 + heat (two saturating uint8
-    passes, no float work per frame)."""
+    """A map ready to blend onto frames of one size, over the coloured crop [y0:y1, x0:x1]:
+    for each plane of the frame (RGB: one (h, w, 3); I420: Y (h, w), U and V (h/2, w/2)) a
+    pair of uint8 arrays ``keep`` = 255·(1 − opacity) and ``heat`` = colour · opacity, so
+    that a pixel becomes pixel·keep/255 + heat (two saturating uint8 passes, no float work
+    per frame)."""
 
     y0: int
     y1: int
     x0: int
     x1: int
-    keep: np.ndarray
-    heat: np.ndarray
+    parts: tuple[tuple[np.ndarray, np.ndarray], ...]
 
 
-def heat_layer(amap: np.ndarray, size: tuple[int, int], *, alpha: float = HEAT_ALPHA
-               ) -> HeatLayer | None:
-    """(h, w) map of any range → the layer for frames of ``size`` (H, W); None when nothing
-    is coloured (a flat map, or alpha 0)."""
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if alpha == 0:
-        return None
-    up = upsample_map(amap, size)  # (H, W) float32 in [0, 1]
+def _heat(crop: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """(h, w) normalised map → opacity (h, w) float32 and colour (h, w, 3) float32 RGB."""
+    opacity = np.clip((crop - HEAT_FLOOR) * (alpha / (1.0 - HEAT_FLOOR)), 0.0, alpha)
+    colour = cv2.cvtColor(cv2.applyColorMap(np.round(crop * 255).astype(np.uint8),
+                                            cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    return opacity.astype(np.float32), colour.astype(np.float32)
+
+
+def _hot_box(up: np.ndarray) -> tuple[int, int, int, int] | None:
     hot = up > HEAT_FLOOR
     rows, cols = np.flatnonzero(hot.any(axis=1)), np.flatnonzero(hot.any(axis=0))
     if len(rows) == 0:
         return None
-    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    crop = up[y0:y1, x0:x1]
-    opacity = np.clip((crop - HEAT_FLOOR) * (alpha / (1.0 - HEAT_FLOOR)), 0.0, alpha)  # (h, w)
-    colour = cv2.cvtColor(cv2.applyColorMap(np.round(crop * 255).astype(np.uint8),
-                                            cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-    keep = np.round(255.0 * (1.0 - opacity)).astype(np.uint8)
-    heat = np.round(colour * opacity[..., None]).astype(np.uint8)
-    return HeatLayer(y0, y1, x0, x1, np.repeat(keep[..., None], 3, axis=2), heat)
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
-def colorbar(size: tuple[int, int]) -> tuple[tuple[int, int], np.ndarray]:
-    """A vertical colour bar for frames of ``size`` (H, W): its top-left (y, x) and its
-    (h, w, 3) uint8 RGB pixels, the colormap from the uncoloured floor (bottom) to the map's
-    peak (top), in a white frame."""
+def _u8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+def heat_layer(amap: np.ndarray, size: tuple[int, int], *, alpha: float = HEAT_ALPHA,
+               i420: bool = False) -> HeatLayer | None:
+    """(h, w) map of any range → the layer for frames of ``size`` (H, W), RGB or (``i420``,
+    H and W even) I420; None when nothing is coloured (a flat map, or alpha 0).
+
+    For I420 the layer is computed on the chroma grid (H/2, W/2), where U and V are blended,
+    its colours looked up in a YUV table of the colormap, and its Y planes upsampled
+    bilinearly from that grid: a quarter of the float work, none at full size."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if alpha == 0:
+        return None
+    if not i420:
+        up = upsample_map(amap, size)  # (H, W) float32 in [0, 1]
+        box = _hot_box(up)
+        if box is None:
+            return None
+        y0, y1, x0, x1 = box
+        opacity, colour = _heat(up[y0:y1, x0:x1], alpha)
+        keep = _u8(255.0 * (1.0 - opacity))
+        return HeatLayer(y0, y1, x0, x1, ((np.repeat(keep[..., None], 3, axis=2),
+                                           _u8(colour * opacity[..., None])),))
+    h2, w2 = size[0] // 2, size[1] // 2
+    up = upsample_map(amap, (h2, w2))
+    box = _hot_box(up)
+    if box is None:
+        return None
+    r0, r1, c0, c1 = box
+    crop = up[r0:r1, c0:c1]
+    opacity = np.clip((crop - HEAT_FLOOR) * (alpha / (1.0 - HEAT_FLOOR)), 0.0, alpha)
+    index = np.round(crop * 255).astype(np.uint8)
+    yuv = cv2.LUT(cv2.merge([index] * 3), _jet_yuv())  # (h/2, w/2, 3) uint8 colours
+    heat = _u8(yuv * opacity[..., None])
+    keep = _u8(255.0 * (1.0 - opacity))
+    full = ((c1 - c0) * 2, (r1 - r0) * 2)  # uint8 planes upsampled bilinearly for Y
+    return HeatLayer(2 * r0, 2 * r1, 2 * c0, 2 * c1,
+                     ((cv2.resize(keep, full, interpolation=cv2.INTER_LINEAR),
+                       cv2.resize(np.ascontiguousarray(heat[..., 0]), full, interpolation=cv2.INTER_LINEAR)),
+                      (keep, np.ascontiguousarray(heat[..., 1])),
+                      (keep, np.ascontiguousarray(heat[..., 2]))))
+
+
+@functools.lru_cache(maxsize=1)
+def _jet_yuv() -> np.ndarray:
+    """(1, 256, 3) uint8: the JET colormap's colour of each map level, as Y, U, V."""
+    rgb = cv2.cvtColor(cv2.applyColorMap(np.arange(256, dtype=np.uint8)[None], cv2.COLORMAP_JET),
+                       cv2.COLOR_BGR2RGB)
+    return _u8(rgb_to_yuv(rgb))
+
+
+@dataclasses.dataclass(frozen=True)
+class ColourBar:
+    """A vertical colour bar placed at (y, x) of frames of one size: its pixels per plane."""
+
+    y: int
+    x: int
+    parts: tuple[np.ndarray, ...]
+
+
+def colorbar(size: tuple[int, int], *, i420: bool = False) -> ColourBar:
+    """A vertical colour bar for frames of ``size`` (H, W): the colormap from the uncoloured
+    floor (bottom) to the map's peak (top), in a white frame, at the top-right; as (h, w, 3)
+    uint8 RGB, or (``i420``) Y (h, w), U and V (h/2, w/2) at an even position."""
     h, w = size
     bh, bw = max(16, h // 3), max(6, w // 80)
+    margin = max(2, w // 100)
+    if i420:
+        bh, bw, margin = bh + bh % 2, bw + bw % 2, margin + margin % 2
     ramp = np.linspace(1.0, HEAT_FLOOR, bh, dtype=np.float32)[:, None].repeat(bw, axis=1)
     bar = cv2.cvtColor(cv2.applyColorMap(np.round(ramp * 255).astype(np.uint8), cv2.COLORMAP_JET),
                        cv2.COLOR_BGR2RGB)
     bar[[0, -1]] = 255
     bar[:, [0, -1]] = 255
-    margin = max(2, w // 100)
-    return (margin, max(0, w - bw - margin)), bar
+    x = max(0, w - bw - margin)
+    if not i420:
+        return ColourBar(margin, x, (bar,))
+    yuv = rgb_to_yuv(bar)
+    half = cv2.resize(yuv, (bw // 2, bh // 2), interpolation=cv2.INTER_AREA)
+    return ColourBar(margin, x - x % 2, (_u8(yuv[..., 0]), _u8(half[..., 1]), _u8(half[..., 2])))
 
 
-def compose(frame: np.ndarray, layer: HeatLayer | None, boxes: Sequence[Box] = (), *,
-            text: str | None = None, quiet: bool = False,
-            bar: tuple[tuple[int, int], np.ndarray] | None = None,
-            box_color: tuple[int, int, int] = BOX_COLOR, box_scores: bool = True,
-            copy: bool = True) -> np.ndarray:
-    """Draw a prepared heat layer, boxes, a colour bar and the label onto ``frame``
-    ((H, W, 3) uint8 RGB; a copy of it unless ``copy`` is False); ``quiet`` draws the label
-    as a frame where nothing sounds."""
-    out = frame.copy() if copy else frame
-    h, w = out.shape[:2]
+def _compose(canvas: _Canvas, layer: HeatLayer | None, boxes: Sequence[Box], text: str | None,
+             quiet: bool, bar: ColourBar | None, box_color, box_scores: bool) -> None:
+    """Draw a prepared heat layer, boxes, a colour bar and the label onto ``canvas``: the one
+    drawing of the overlay, for RGB images and I420 video frames alike."""
     if layer is not None:
-        region = out[layer.y0:layer.y1, layer.x0:layer.x1]
-        cv2.add(cv2.multiply(region, layer.keep, scale=1.0 / 255.0), layer.heat, dst=region)
-    lw, scale = _line_width(h, w), _text_scale(h, w)
+        canvas.blend(layer)
+    lw, scale = _line_width(canvas.h, canvas.w), _text_scale(canvas.h, canvas.w)
     for box in boxes:
-        _draw_border(out, box.xyxy, lw, box_color)
+        _draw_border(canvas, box.xyxy, lw, box_color)
         if box_scores:
             corner = (int(round(box.xyxy[0])) + lw, int(round(box.xyxy[1])) + lw)
-            _draw_text(out, f"{box.score:.2f}", corner, scale * 0.8)
+            _draw_text(canvas, f"{box.score:.2f}", corner, scale * 0.8)
     if bar is not None:
-        (y, x), pixels = bar
-        out[y:y + pixels.shape[0], x:x + pixels.shape[1]] = pixels[:h - y, :w - x]
+        canvas.paste(bar.y, bar.x, bar.parts)
     if text:
-        _draw_text(out, text, (0, 0), scale, QUIET_BACKGROUND if quiet else TEXT_BACKGROUND)
-    return out
+        _draw_text(canvas, text, (0, 0), scale, QUIET_BACKGROUND if quiet else TEXT_BACKGROUND)
 
 
 def render_overlay(frame: np.ndarray, amap: np.ndarray | None, boxes: Sequence[Box] = (), *,
@@ -185,17 +303,10 @@ def render_overlay(frame: np.ndarray, amap: np.ndarray | None, boxes: Sequence[B
     size = frame.shape[:2]
     layer = heat_layer(amap, size, alpha=alpha) if amap is not None else None
     text = " ".join(s for s in (label, None if probability is None else f"{probability:.2f}") if s)
-    return compose(frame, layer, boxes, text=text or None, quiet=quiet,
-                   bar=colorbar(size) if show_colorbar else None, box_color=box_color,
-                   box_scores=box_scores)
-
-
-def _even(frame: np.ndarray) -> np.ndarray:
-    """Pad an odd height or width by one pixel (edge replicated) for yuv420p; content stays."""
-    h, w = frame.shape[:2]
-    if h % 2 == 0 and w % 2 == 0:
-        return frame
-    return np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    out = frame.copy()
+    _compose(_Canvas.rgb(out), layer, boxes, text or None, quiet,
+             colorbar(size) if show_colorbar else None, box_color, box_scores)
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,22 +330,32 @@ class OverlayWriter:
 
     Every source frame is drawn with the nearest pushed sample (held between samples; the
     first and last hold before the first and after the last sample) and encoded at the
-    source's frame rate; the source's audio stream is copied (``MP4_AUDIO``) or re-encoded to
-    AAC at its own rate and layout. With ``frames_dir``, the frame on screen at each sample
-    time is also written there as ``<video_id>_<t.3f>.png``. Use ``push`` as samples come
-    (in time order), then ``close`` (returns ``info``) or ``abort``. Atomic: the file appears
-    complete or not at all.
+    source's frame rate, drawn and encoded in I420 as decoded (no colour conversion); the
+    source's audio stream is copied (``MP4_AUDIO``) or re-encoded to AAC at its own rate and
+    layout. With ``frames_dir``, the frame on screen at each sample time is also written there
+    as ``<video_id>_<t.3f>.png``. Use ``push`` as samples come (in time order), then ``close``
+    (returns ``info``) or ``abort``. Atomic: the file appears complete or not at all.
+
+    The frames come from the writer's own decode of ``source``, or with ``fed`` from the
+    decoder that feeds the model (``feed`` as ``media.iter_frames``' ``every``, then
+    ``end_frames``): one decode for both. The feeder then waits while the frames held span
+    more than ``fed`` seconds (they wait for the samples the model has not yet pushed, so
+    ``fed`` must exceed the time a chunk of samples takes to come).
     """
 
     def __init__(self, path: str | os.PathLike | None, source: str | os.PathLike, *,
                  frames_dir: str | os.PathLike | None = None, video_id: str = "frame",
-                 show_colorbar: bool = False, alpha: float = HEAT_ALPHA):
+                 show_colorbar: bool = False, alpha: float = HEAT_ALPHA,
+                 fed: float | None = None):
         self.path = None if path is None else Path(path)  # None: only the PNGs
         self.source = Path(source)
         self.frames_dir = None if frames_dir is None else Path(frames_dir)
         self.video_id, self.show_colorbar, self.alpha = video_id, show_colorbar, alpha
+        self.fed = fed
         self.info: dict = {}
         self._samples: list[OverlaySample] = []
+        self._frames: collections.deque = collections.deque()  # fed (t, av.VideoFrame)
+        self._frames_end = False
         self._done = self._aborted = False
         self._error: BaseException | None = None
         self._cond = threading.Condition()
@@ -246,6 +367,27 @@ class OverlayWriter:
     def push(self, samples: Iterable[OverlaySample]) -> None:
         with self._cond:
             self._samples.extend(samples)
+            self._cond.notify_all()
+
+    def feed(self, t: float, frame) -> None:
+        """One decoded source frame (``fed`` writers; called by the decoding thread). Waits
+        while the frames held span ``fed`` seconds; once the writer failed, raises its error
+        (a full disk, say), once it was aborted MediaError: either ends the decode."""
+        with self._cond:
+            while (not self._aborted and self._error is None and self._frames
+                   and t - self._frames[0][0] > self.fed):
+                self._cond.wait(0.1)
+            if self._error is not None:
+                raise self._error
+            if self._aborted:
+                raise MediaError(self.source, "the overlay writer stopped")
+            self._frames.append((t, frame))
+            self._cond.notify_all()
+
+    def end_frames(self) -> None:
+        """No more frames will be fed."""
+        with self._cond:
+            self._frames_end = True
             self._cond.notify_all()
 
     def close(self) -> dict:
@@ -277,7 +419,9 @@ class OverlayWriter:
         except _Aborted:
             pass
         except BaseException as e:  # handed to the caller by close()
-            self._error = e
+            with self._cond:
+                self._error = e
+                self._cond.notify_all()
 
     def _nearest(self, t: float, j: int) -> int:
         """The index of the pushed sample nearest ``t`` (from ``j`` on), waiting until it is
@@ -293,79 +437,85 @@ class OverlayWriter:
                     return j if s else -1
                 self._cond.wait()
 
+    def _fed_frames(self) -> Iterator[tuple[float, np.ndarray]]:
+        while True:
+            with self._cond:
+                while not self._frames and not self._frames_end:
+                    if self._aborted:
+                        raise _Aborted
+                    self._cond.wait()
+                if not self._frames:
+                    return
+                t, frame = self._frames.popleft()
+                self._cond.notify_all()
+            yield t, media.i420_frame(frame)
+
     def _write(self, tmp: Path | None) -> None:
         info = media.probe(self.source)
         rate = Fraction(info.fps or 25).limit_denominator(1001)
-        frames = media.iter_source_frames(self.source)
+        frames = self._fed_frames() if self.fed is not None else media.iter_source_frames(self.source)
         first = next(frames, None)
         if first is None:
             raise MediaError(self.source, "no frames to write")
         frames = itertools.chain([first], frames)
-        size = first[1].shape[:2]
-        bar = colorbar(size) if self.show_colorbar else None
+        size = (first[1].height, first[1].width)  # even
+        bar = colorbar(size, i420=True) if self.show_colorbar else None
         layers: dict[int, HeatLayer | None] = {}
 
-        def draw(img: np.ndarray, j: int, copy: bool = True) -> np.ndarray:
+        def draw(img, j: int):
+            """Draw sample ``j`` onto the I420 frame ``img`` (an array or av.VideoFrame) in place."""
             if j < 0:
                 return img
             s = self._samples[j]
             if j not in layers:
                 if len(layers) > 4:
                     layers.pop(min(layers))
-                layers[j] = (heat_layer(s.amap, size, alpha=self.alpha)
+                layers[j] = (heat_layer(s.amap, size, alpha=self.alpha, i420=True)
                              if s.sounding and s.amap is not None else None)
-            return compose(img, layers[j], s.boxes if s.sounding else (), text=s.label,
-                           quiet=not s.sounding, bar=bar if s.sounding else None, copy=copy)
+            _compose(_Canvas.i420(img), layers[j], s.boxes if s.sounding else (), s.label,
+                     not s.sounding, bar if s.sounding else None, BOX_COLOR, True)
+            return img
 
         with contextlib.ExitStack() as stack:
             src = stack.enter_context(av.open(str(self.source), metadata_errors="ignore"))
             out = audio = None
             if tmp is not None:
-                out = stack.enter_context(av.open(str(tmp), mode="w", format="mp4",
-                                                  options={"movflags": "+faststart"}))
-                vstream = out.add_stream("libx264", rate=rate)
-                vstream.height, vstream.width = _even(first[1]).shape[:2]
-                vstream.pix_fmt = "yuv420p"
-                vstream.options = {"crf": VIDEO_CRF, "preset": VIDEO_PRESET}
-                frame_tb = 1 / rate  # our own copy: the muxer replaces the stream's time base
-                vstream.time_base = frame_tb
+                out = stack.enter_context(media.Mp4Writer(
+                    tmp, size[1], size[0], rate, crf=VIDEO_CRF, preset=VIDEO_PRESET,
+                    faststart=True))
                 origin = media._video_origin(src.streams.video[0])
                 audio = _AudioCopy(src, out, origin) if src.streams.audio else None
             j, png, n, prev = 0, 0, 0, None
             for t, img in frames:
                 k = self._nearest(t, j)  # -1: no sample came (the frame is drawn as it is)
                 j = max(j, k)
-                if self.frames_dir is not None:
-                    png = self._pngs(png, t, prev if prev is not None else img, draw)
+                if self.frames_dir is not None:  # the PNGs draw on a copy of the undrawn frame
+                    undrawn = img.to_ndarray()
+                    png = self._pngs(png, t, prev if prev is not None else undrawn, draw)
+                    prev = undrawn
                 n += 1
-                prev = img
                 if out is None:
                     continue
-                # drawn in place (the frame is not used again), converted by cv2 (BT.601
-                # limited range, as swscale does, in a fraction of its time)
-                drawn = _even(draw(img, k, copy=self.frames_dir is not None))  # PNGs need prev
-                vf = av.VideoFrame.from_ndarray(cv2.cvtColor(drawn, cv2.COLOR_RGB2YUV_I420),
-                                                format="yuv420p")
-                vf.pts, vf.time_base = n - 1, frame_tb
                 if audio is not None:
                     audio.mux_until(float(n / rate))
-                out.mux(vstream.encode(vf))
+                out.write(draw(img, k))
             if self.frames_dir is not None and prev is not None:
                 self._nearest(float("inf"), j)
                 self._pngs(png, float("inf"), prev, draw)
             if out is not None:
-                out.mux(vstream.encode(None))
+                out.end_video()
             if audio is not None:
                 audio.mux_until(float("inf"))
                 audio.flush()
         self.info = {"frames": n, "fps": float(rate), "maps": "held",
+                     "decode": "shared with the model" if self.fed is not None else "own",
                      "audio": audio.describe() if audio is not None else None}
 
     def _pngs(self, p: int, t: float, img: np.ndarray, draw) -> int:
-        """Write the PNGs of the samples before ``t`` (the frame ``img`` is on screen then)."""
+        """Write the PNGs of the samples before ``t`` (the I420 frame ``img`` is on screen then)."""
         while p < len(self._samples) and self._samples[p].time < t:
             name = f"{self.video_id}_{self._samples[p].time:.3f}.png"
-            ok, data = cv2.imencode(".png", cv2.cvtColor(draw(img, p), cv2.COLOR_RGB2BGR))
+            ok, data = cv2.imencode(".png", cv2.cvtColor(draw(img.copy(), p), cv2.COLOR_YUV2BGR_I420))
             if not ok:
                 raise MediaError(self.frames_dir / name, "PNG encoding failed")
             write_bytes(self.frames_dir / name, data.tobytes())
@@ -378,7 +528,7 @@ class _AudioCopy:
     codec, else decoded and re-encoded to AAC at the same rate and layout; shifted so that
     time 0 is the first video frame, and muxed in step with the video."""
 
-    def __init__(self, src, out, origin: float):
+    def __init__(self, src, out: media.Mp4Writer, origin: float):
         self.stream_in = src.streams.audio[0]
         ctx = self.stream_in.codec_context
         self.codec, self.rate, self.channels = ctx.name, int(ctx.sample_rate), int(ctx.channels)
@@ -386,13 +536,11 @@ class _AudioCopy:
         tb = self.stream_in.time_base
         self.shift = int(round(origin / tb)) if tb else 0
         if self.copy:
-            self.stream_out = out.add_stream_from_template(self.stream_in)
-        else:
-            layout = av.AudioLayout(f"{self.channels}c").name  # the default order ("2 channels": stereo)
-            self.stream_out = out.add_stream("aac", rate=self.rate, layout=layout)
-            self.stream_out.bit_rate = AUDIO_BIT_RATE
-            self.resampler = av.AudioResampler(format="fltp", layout=layout, rate=self.rate,
-                                               frame_size=AAC_FRAME)
+            self.stream_out = out.copy_audio(self.stream_in)
+        else:  # the default layout of its channel count ("2 channels": stereo)
+            self.stream_out = out.add_audio(self.rate, self.channels, AUDIO_BIT_RATE)
+            self.resampler = av.AudioResampler(format="fltp", layout=self.stream_out.layout.name,
+                                               rate=self.rate, frame_size=AAC_FRAME)
         self.out = out
         self._packets = self._source_packets(src)
         self._next = next(self._packets, None)

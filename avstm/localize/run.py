@@ -1,7 +1,7 @@
 """``localize``: a video (or a cached one) → per-frame attention maps, event classes and boxes.
 
-    video ──(media.iter_frames: each frame at the sample times native, and scaled for the backbone
-          by FFmpeg exactly as extraction scales it; streamed)──► chunks of ``batch_size``
+    video ──(media.iter_frames: each frame at the sample times scaled for the backbone by
+          FFmpeg exactly as extraction scales it, native too for rpn; streamed)──► chunks of ``batch_size``
           frames ──(frozen backbones; log-mel of the centred 0.96 s)──►
           features ──(STMNet.step, one frame at a time, ring buffer of K steps)──► maps, logits
           ──(Otsu + contours, or proposals scored by the map + NMS)──► boxes
@@ -10,7 +10,8 @@ Memory is constant in the video's length except for the result itself (an 8×8 m
 probabilities and a few boxes per frame) and the 16 kHz waveform. The frames are decoded ahead
 in a worker thread. ``overlay.mp4`` (every source frame, the source's audio; ``overlay.py``) is
 drawn and encoded by a worker thread beside the model when an ``OverlayWriter`` is passed to
-``localize``, else by ``write_result`` afterwards. ``write_result`` writes ``boxes.json`` last
+``localize`` (``localize_to``: fed every frame by the same decoder, so the video is decoded
+once), else by ``write_result`` afterwards. ``write_result`` writes ``boxes.json`` last
 (the mark of a complete folder) and removes products of an earlier run it did not rewrite.
 
 A frame is "sounding" when the file has audio and the model's class is not background; only
@@ -52,6 +53,8 @@ STATES = ("sounding", "background", "no audio")  # LocalizedFrame.state
 PRODUCTS = ("boxes.json", "overlay.mp4", "maps.npz")  # what write_result writes into a folder
 TIMING_KEYS = ("setup", "decode", "backbones", "memnet", "boxes", "overlay")
 RESULT_FORMAT = "avstm-localize/1"
+AHEAD = 2  # chunks of samples decoded ahead of the model
+SHARED_DECODE_BYTES = 1 << 30  # most frames an overlay fed by localize's decoder may hold
 
 
 # LocalizeConfig fields fixed when a model is loaded (LocalizeModel.localize cannot change them)
@@ -455,11 +458,12 @@ def localize(model: LocalizeModel, video: str | os.PathLike | Opened, *,
     """Localize the sounding objects of one video file.
 
     The frames at the sample times (``config.fps`` per second; by default the checkpoint's
-    trained rate) are decoded at their native (upright) size by a worker thread, resized to
-    the extract frame size for the visual backbone in chunks of ``config.batch_size``; the
-    audio of each frame is the 0.96 s log-mel example centred on it. The memory network then
-    steps frame by frame. ``overlay``: an ``OverlayWriter`` on this video, fed each chunk as
-    it is done (the caller closes it). A file without an audio stream is background
+    trained rate) are decoded by a worker thread and scaled to the extract frame size for the
+    visual backbone (kept at their native upright size too for ``rpn`` proposals) in chunks
+    of ``config.batch_size``; the audio of each frame is the 0.96 s log-mel example centred on
+    it. The memory network then steps frame by frame. ``overlay``: an ``OverlayWriter`` on
+    this video, pushed each chunk's samples as it is done, and fed every decoded frame when
+    it was made ``fed`` (the caller closes it). A file without an audio stream is background
     throughout ("no audio", no boxes), with a warning in ``result.warnings``.
     Raises MediaError (unreadable video) and the backbones' errors.
     """
@@ -479,16 +483,19 @@ def localize(model: LocalizeModel, video: str | os.PathLike | Opened, *,
         warnings.append(f"{video}: no audio stream; every frame is background (no audio), "
                         f"no boxes")
     model_size = (ecfg.frame_size, ecfg.frame_size)
-    frames_it = _timed(_ahead(media.iter_frames(video, fps=fps, model_size=model_size), 2 * config.batch_size),
+    rpn = config.boxes == "rpn"  # the detector needs the frames' pixels, Otsu only their size
+    feed = overlay.feed if overlay is not None and overlay.fed is not None else None
+    frames_it = _timed(_ahead(media.iter_frames(video, fps=fps, model_size=model_size, native=rpn,
+                                                every=feed), AHEAD * config.batch_size),
                        timings, "decode")
     stepper = None
     with _bar(expected, progress, f"localize {video.name}") as bar:
         for chunk in _chunks(frames_it, config.batch_size):
             t_chunk = np.array([t for t, _ in chunk])
-            native = np.stack([f for _, (f, _) in chunk])  # (n, H, W, 3) uint8
+            native = np.stack([f for _, (f, _) in chunk]) if rpn else None  # (n, H, W, 3) uint8
             if stepper is None:
-                stepper = _Stepper(model, config, native.shape[1:3], timings,
-                                   has_audio=has_audio, overlay=overlay)
+                stepper = _Stepper(model, config, chunk[0][1][0].shape[:2] if rpn else chunk[0][1][0],
+                                   timings, has_audio=has_audio, overlay=overlay)
             t1 = time.perf_counter()
             small = np.stack([f for _, (_, f) in chunk])  # (n, S, S, 3): scaled as extract does
             t2 = time.perf_counter()
@@ -499,6 +506,8 @@ def localize(model: LocalizeModel, video: str | os.PathLike | Opened, *,
             timings["backbones"] += t3 - t2
             stepper.push(t_chunk, visual, audio, native)
             bar.update(len(chunk))
+    if feed is not None:
+        overlay.end_frames()
     if stepper is None:
         raise MediaError(video, "no frame at the sample times")
     h, w = stepper.size
@@ -583,15 +592,34 @@ class WrittenFiles:
     maps: Path | None = None
 
 
+def shared_decode_span(model: LocalizeModel, config: LocalizeConfig, info: media.MediaInfo
+                       ) -> float | None:
+    """Seconds of source frames an overlay fed by localize's own decoder may hold (``fed`` of
+    ``OverlayWriter``), or None when they would take more than ``SHARED_DECODE_BYTES`` (the
+    overlay then decodes the video itself). A frame waits for the chunk of ``batch_size``
+    samples around it, two more samples and the second the sampler may hold back (below
+    that the decode and the overlay would wait on each other), plus one chunk that the model
+    computes while the overlay draws the previous one: 10 s by default, ~350 MB at 720p."""
+    fps = config.fps or int(model.info.extract_config.get("fps") or 4)
+    span = (2 * config.batch_size + 2) / fps + 1.5
+    frame_bytes = 1.5 * (info.width + 1) * (info.height + 1)  # I420, as decoded
+    if frame_bytes * (info.fps or 30.0) * span > SHARED_DECODE_BYTES:
+        return None
+    return span
+
+
 def overlay_writer(result_source: str | os.PathLike, out_dir: str | os.PathLike, *,
                    overlay: bool = True, frames_dir: str | os.PathLike | None = None,
-                   video_id: str = "frame", show_colorbar: bool = False) -> OverlayWriter | None:
+                   video_id: str = "frame", show_colorbar: bool = False,
+                   fed: float | None = None) -> OverlayWriter | None:
     """The writer of ``out_dir/overlay.mp4`` (and PNGs in ``frames_dir``) for a source video,
-    started now; None when neither is wanted or the source file is missing."""
+    started now; None when neither is wanted or the source file is missing. ``fed``: see
+    ``OverlayWriter`` (the frames come from ``localize``'s decoder)."""
     if not (overlay or frames_dir is not None) or not Path(result_source).is_file():
         return None
     return OverlayWriter(Path(out_dir) / "overlay.mp4" if overlay else None, result_source,
-                         frames_dir=frames_dir, video_id=video_id, show_colorbar=show_colorbar)
+                         frames_dir=frames_dir, video_id=video_id, show_colorbar=show_colorbar,
+                         fed=fed)
 
 
 def write_result(result: LocalizeResult, out_dir: str | os.PathLike, *, overlay: bool = True,
@@ -644,11 +672,17 @@ def localize_to(model: LocalizeModel, video: str | os.PathLike | Opened, out_dir
                 frames_dir: str | os.PathLike | None = None, show_colorbar: bool = False,
                 progress: bool = True) -> tuple[LocalizeResult, WrittenFiles]:
     """``localize`` one video with its overlay drawn and encoded beside the model in a worker
-    thread, then ``write_result`` into ``out_dir``. Returns the result and the files."""
+    thread, then ``write_result`` into ``out_dir``. Returns the result and the files. The
+    overlay takes its frames from the model's decoder (one decode of the video) unless they
+    would hold more than ``SHARED_DECODE_BYTES`` (``shared_decode_span``)."""
     path = video.path if isinstance(video, Opened) else Path(video)
     video_id = video_id or path.stem
-    writer = overlay_writer(path, out_dir, overlay=overlay, frames_dir=frames_dir,
-                            video_id=video_id, show_colorbar=show_colorbar)
+    writer = None
+    if overlay or frames_dir is not None:
+        video = video if isinstance(video, Opened) else open_video(video)
+        writer = overlay_writer(path, out_dir, overlay=overlay, frames_dir=frames_dir,
+                                video_id=video_id, show_colorbar=show_colorbar,
+                                fed=shared_decode_span(model, config, video.info))
     try:
         result = localize(model, video, config=config, video_id=video_id, progress=progress,
                           overlay=writer)

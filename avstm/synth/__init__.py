@@ -12,7 +12,7 @@ _EXPORTS = {
     "avstm.synth.generate", "make_video": "avstm.synth.generate",
     "SceneRenderer": "avstm.synth.render",
     "Scene": "avstm.synth.scene", "sample_scene": "avstm.synth.scene",
-    "write_mp4": "avstm.synth.video",
+    "write_mp4": "avstm.media",
 }
 __all__ = sorted([*_EXPORTS])
 lazy_exports(__name__, _EXPORTS)

@@ -32,7 +32,7 @@ from avstm.synth.config import SynthConfig
 from avstm.synth.render import SceneRenderer
 from avstm.synth.scene import Scene, annotation_times, frame_index, sample_scene, video_id
 from avstm.synth.sound import render_audio
-from avstm.synth.video import write_mp4
+from avstm.media import write_mp4
 
 SPLITS = ("train", "val", "test")
 SPLIT_FILES = {"train": "trainSet.txt", "val": "valSet.txt", "test": "testSet.txt"}
