@@ -147,7 +147,8 @@ def cli():
               default=config_default(ExtractConfig, "visual_backbone"), show_default=True)
 @click.option("--visual-weights", default=config_default(ExtractConfig, "visual_weights"), show_default=True,
               help="imagenet, random, or a state-dict file.")
-@click.option("--visual-tap", default=None, help="Feature tap (resnet152: layer4; efficientnet_lite0: blocks|head).")
+@click.option("--visual-tap", default=None, help="Feature tap (resnet152: layer4; efficientnet_lite0: blocks|head, or blocks16: the same blocks at stride 16, "
+                   "16×16 maps at --frame-size 256).")
 @click.option("--audio-weights", default=config_default(ExtractConfig, "audio_weights"), show_default=True,
               help="vggish (AudioSet release), random, or a state-dict file (torchaudio or torchvggish layout).")
 @click.option("--frame-size", type=int, default=config_default(ExtractConfig, "frame_size"), show_default=True)

@@ -148,6 +148,8 @@ def main() -> None:
     ap.add_argument("--data-seed", type=int, default=1)
     ap.add_argument("--frame-size", type=int, default=ExtractConfig.frame_size,
                     help="frames are resized to this square before the backbone (256: an 8×8 map, 512: 16×16)")
+    ap.add_argument("--visual-tap", default=None,
+                    help="EfficientNet-Lite0 tap (None: blocks, 8×8 at 256; blocks16: 16×16 at the same cost ×1.5)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
     ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     ap.add_argument("--option-modes", nargs="+", default=["full"], choices=MODES)
@@ -180,7 +182,7 @@ def main() -> None:
     features = out / "features.h5"
     ecfg = ExtractConfig(visual_backbone="efficientnet_lite0", visual_weights="imagenet",
                          audio_weights="random", workers=args.workers, batch_size=32, device=args.device,
-                         frame_size=args.frame_size)
+                         frame_size=args.frame_size, visual_tap=args.visual_tap)
     timed("extract", lambda: extract(read_ave(data), features, config=ecfg, progress=False))
     print(f"[quality] extract: {seconds['extract']:.0f} s", flush=True)
     truth = read_ground_truth(data / "boxes.json")

@@ -156,6 +156,21 @@ def test_efficientnet_lite0_taps_give_8x8_maps(tap, channels):
     assert out.shape == (2, channels, 8, 8)
 
 
+def test_efficientnet_lite0_blocks16_is_the_same_network_at_stride_16(lite0):
+    # The atrous tap computes the same features on a grid twice as fine: the stride-2 block of
+    # stage 6 at stride 1, the depthwise convolutions after it dilated by 2. With TensorFlow's
+    # "SAME" padding its odd rows and columns are exactly the stride-32 map.
+    fine = load_visual_backbone("efficientnet_lite0", tap="blocks16")
+    assert (fine.tap, fine.channels, fine.stride, lite0.stride) == ("blocks16", 320, 16, 32)
+    assert fine.checksum() == lite0.checksum()  # the same weights
+    frames = frames_of(skimage.data.chelsea(), skimage.data.coffee())
+    coarse, dense = lite0.encode(frames), fine.encode(frames)
+    assert coarse.shape == (2, 320, 8, 8) and dense.shape == (2, 320, 16, 16)
+    scale = coarse.abs().max()
+    torch.testing.assert_close(dense[..., 1::2, 1::2], coarse, rtol=0, atol=1e-5 * scale)
+    assert (dense[..., 0::2, 0::2] - coarse).abs().max() > 0.05 * scale  # the new cells are new
+
+
 def test_efficientnet_same_padding_follows_the_input_size(lite0):
     with torch.inference_mode():
         out = lite0.module(torch.zeros(1, 3, 225, 200))

@@ -73,6 +73,19 @@ def test_cli_extract_writes_right_shapes_labels_splits_times(ave_root, tmp_path)
     assert r.exit_code == 1
 
 
+def test_the_stride_16_tap_caches_16x16_maps_that_verify(ave_root, tmp_path):
+    from avstm.cache import verify_cache
+
+    out = tmp_path / "fine.h5"
+    cfg = ExtractConfig(visual_backbone="efficientnet_lite0", visual_tap="blocks16", audio_weights="random",
+                        workers=0, batch_size=8)
+    extract(read_ave(ave_root), out, config=cfg, progress=False)
+    with FeatureCache(out) as c:
+        assert c.visual("v1").shape == (3, 4, 16, 16, 320)
+        assert (c.config["visual_tap"], c.config["visual_stride"]) == ("blocks16", 16)
+    assert verify_cache(out) == []
+
+
 def test_limit_then_resume_equals_one_run(ave_root, tmp_path):
     data = read_ave(ave_root)
     cfg = ExtractConfig(visual_backbone="efficientnet_lite0", audio_weights="random", workers=0, batch_size=8)

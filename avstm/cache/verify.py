@@ -16,7 +16,7 @@ from avstm.cache.format import DATASETS, FORMAT, config_sha256, video_key
 def _expected_shapes(cfg: dict, s: int) -> dict[str, tuple[int, ...]]:
     """The dataset shapes a video of ``s`` seconds must have under the extract config ``cfg``."""
     fps = int(cfg.get("fps", 4))
-    side = math.ceil(int(cfg.get("frame_size", 256)) / 32)  # both backbones have stride 32 (256 → 8)
+    side = math.ceil(int(cfg.get("frame_size", 256)) / int(cfg.get("visual_stride", 32)))  # 256 → 8 at stride 32
     return {"visual": (s, fps, side, side, int(cfg.get("visual_channels", 0))),
             "audio": (s, fps, 6, 4, 512), "times": (s, fps), "labels": (s,)}
 
@@ -72,7 +72,7 @@ def verify_cache(path: str | os.PathLike) -> list[str]:
 
     Checks the root attributes (format, config JSON, ``config_sha256`` against the config,
     classes), and for every video its completion mark, id, attributes, dataset shapes against
-    the config (``(S, fps, ceil(frame_size / 32), same, visual_channels)``, ``(S, fps, 6, 4, 512)``,
+    the config (``(S, fps, ceil(frame_size / visual_stride), same, visual_channels)``, ``(S, fps, 6, 4, 512)``,
     ``(S, fps)``, ``(S,)``), dtype, finite values, increasing times and label ranges. Parts left
     by an interrupted run are listed too. Each problem is one line starting with the path.
     Reads every feature value once, one second at a time (memory stays small).

@@ -39,7 +39,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class BackboneSpec:
     """What a named visual backbone offers: its taps and the input scaling it expects."""
 
-    taps: dict[str, int]  # tap name -> output channels (all taps are stride 32: 8×8 at 256×256)
+    taps: dict[str, int]  # tap name -> output channels
+    strides: dict[str, int]  # tap name -> output stride (32: 8×8 maps at 256×256; 16: 16×16)
     default_tap: str
     mean: tuple[float, float, float]  # per-channel, on RGB scaled to [0, 1]
     std: tuple[float, float, float]
@@ -48,10 +49,11 @@ class BackboneSpec:
 
 VISUAL_BACKBONES: dict[str, BackboneSpec] = {
     "resnet152": BackboneSpec(
-        taps={"layer4": 2048}, default_tap="layer4", mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        taps={"layer4": 2048}, strides={"layer4": 32}, default_tap="layer4", mean=IMAGENET_MEAN, std=IMAGENET_STD,
         imagenet_url=torchvision.models.ResNet152_Weights.IMAGENET1K_V1.url),
     "efficientnet_lite0": BackboneSpec(
-        taps=dict(efficientnet_lite.TAP_CHANNELS), default_tap="blocks",
+        taps=dict(efficientnet_lite.TAP_CHANNELS), strides=dict(efficientnet_lite.TAP_STRIDES),
+        default_tap="blocks",
         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), imagenet_url=None),
 }
 
@@ -170,7 +172,8 @@ def _input_scaling(name: str, device: torch.device) -> tuple[torch.Tensor, torch
 class VisualBackbone:
     """A frozen visual backbone and what travels with it.
 
-    module: eval mode, no gradients; (B, 3, H, W) preprocessed float -> (B, channels, H/32, W/32).
+    module: eval mode, no gradients; (B, 3, H, W) preprocessed float -> (B, channels, H/s, W/s),
+    s = ``stride``.
     weights: what was loaded: ``"imagenet"``, ``"random"`` or a file path.
     """
 
@@ -193,8 +196,13 @@ class VisualBackbone:
 
     @torch.inference_mode()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        """Preprocess and run: (B, H, W, 3) uint8 -> (B, channels, H/32, W/32) float32."""
+        """Preprocess and run: (B, H, W, 3) uint8 -> (B, channels, H/s, W/s) float32."""
         return self.module(self.preprocess(frames))
+
+    @property
+    def stride(self) -> int:
+        """The output stride of this tap: maps are ceil(H / stride) × ceil(W / stride)."""
+        return VISUAL_BACKBONES[self.name].strides[self.tap]
 
     def checksum(self) -> str:
         """``weights_checksum`` of the module."""

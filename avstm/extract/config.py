@@ -16,7 +16,7 @@ class ExtractConfig(PlainConfig):
 
     visual_backbone: str = "resnet152"  # "resnet152" (the paper's) or "efficientnet_lite0"
     visual_weights: str = "imagenet"  # "imagenet", "random" (tests) or a state-dict path
-    visual_tap: str | None = None  # None: the backbone's default (layer4 / last block)
+    visual_tap: str | None = None  # None: the backbone's default (layer4 / last block); blocks16: Lite0 at stride 16
     audio_weights: str = "vggish"  # "vggish" (AudioSet release), "random" or a path
     frame_size: int = 256  # frames are resized to frame_size × frame_size (the paper: 256)
     fps: int = 4  # frames per second kept (the paper trains with T = 4)
@@ -36,6 +36,7 @@ class ExtractConfig(PlainConfig):
     visual_weights_sha: str = ""
     audio_weights_sha: str = ""
     visual_channels: int = 0
+    visual_stride: int = 32  # the tap's output stride: maps of ceil(frame_size / visual_stride)²
     cache_format: str = "avstm-cache/1"
 
     def __post_init__(self):

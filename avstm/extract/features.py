@@ -46,6 +46,7 @@ class FeatureExtractor:
         # the checksums and channels go into the cache's config (computed before moving)
         self.config = config.replace(
             visual_tap=self.visual_backbone.tap, visual_channels=self.visual_backbone.channels,
+            visual_stride=self.visual_backbone.stride,
             visual_weights_sha=self.visual_backbone.checksum(), audio_weights_sha=weights_checksum(self.vggish))
         self.cuda = self.device.type == "cuda"
         self.visual_net = self.visual_backbone.module.to(self.device)
