@@ -38,7 +38,6 @@ from avstm.device import init_distributed, local_rank
 from avstm.errors import HardwareDecodeError, MediaError
 from avstm.io import check_free_space, check_writable, human_bytes
 from avstm.extract.config import ExtractConfig
-from avstm.extract.backbones import VISUAL_BACKBONES
 from avstm.extract.features import FeatureExtractor, _Launched, audio_examples
 
 TIMING_KEYS = ("setup", "decode", "decode_wait", "stage", "transfer", "backbone", "write", "close")
@@ -368,9 +367,9 @@ def _extract(dataset: Dataset, out: Path, extractor: FeatureExtractor, rank: int
 
 
 def bytes_per_second(config: ExtractConfig) -> int:
-    """Stored bytes of one second of video in the cache (visual + audio maps) under ``config``."""
-    spec = VISUAL_BACKBONES[config.visual_backbone]
-    side = math.ceil(config.frame_size / spec.strides.get(config.visual_tap or spec.default_tap, 32))
+    """Stored bytes of one second of video in the cache (visual + audio maps) under ``config``
+    as the extractor fills it in (``visual_channels``, ``visual_stride``)."""
+    side = math.ceil(config.frame_size / config.visual_stride)
     values = config.fps * (side * side * int(config.visual_channels or 0) + 6 * 4 * 512)
     return values * (2 if config.dtype == "float16" else 4)
 
