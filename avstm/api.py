@@ -23,7 +23,7 @@ def load(checkpoint: str | os.PathLike, *, sha256: str | None = None, device: st
     videos (``LocalizeModel.localize``). ``checkpoint``: a ``best.pt``/``last.pt`` of
     ``avstm train``, a package of ``avstm export`` (``*.avstm``), or a URL (http, https,
     file) of either with its ``sha256`` (downloaded once into the torch hub cache,
-    ``share.cache_dir()``). device: auto, cpu, cuda or cuda:N. map: which map (memnet.model.MAPS;
+    ``share.cache_dir()``). device: auto, cpu, cuda or cuda:N. map: which map (memnet.model.MAP_CHOICES;
     None: the checkpoint's). visual_weights/audio_weights: local copies of the backbone
     weights (checked against the checksums recorded at extraction).
     Raises CheckpointError, WeightsError, DeviceError (one-line messages)."""

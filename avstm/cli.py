@@ -23,7 +23,7 @@ from avstm.evaluate.protocols import PROTOCOLS, SIZES as EVALUATE_SIZES
 from avstm.evaluate.config import CONFIDENCES, EvaluateConfig
 from avstm.extract.config import DTYPES, VISUAL_BACKBONE_NAMES, ExtractConfig
 from avstm.localize.config import BOX_METHODS, LocalizeConfig
-from avstm.memnet.config import (ATTENTION_SCALES, IN_MEMORY_CHOICES, LABEL_MODES, MAPS, MEMORY_MODES,
+from avstm.memnet.config import (ATTENTION_SCALES, IN_MEMORY_CHOICES, LABEL_MODES, MAP_CHOICES, MEMORY_MODES,
                                  VISUAL_POOLS, TrainConfig)
 from avstm.synth.config import SIZES as SYNTH_SIZES, SynthConfig
 
@@ -317,7 +317,7 @@ def _train_default(name):
 @click.option("--proj-layers", type=int, default=_train_default("proj_layers"), show_default=True)
 @click.option("--hidden", type=int, default=_train_default("hidden"), show_default=True, help="Classifier hidden size.")
 @click.option("--dropout", type=float, default=_train_default("dropout"), show_default=True)
-@click.option("--map", type=click.Choice(list(MAPS)), default=_train_default("map"), show_default=True,
+@click.option("--map", type=click.Choice(list(MAP_CHOICES)), default=_train_default("map"), show_default=True,
               help="The map localize and evaluate read by default (changeable there with --map).")
 @click.option("--attention-scale", type=click.Choice(list(ATTENTION_SCALES)),
               default=_train_default("attention_scale"), show_default=True,
@@ -389,7 +389,7 @@ def _localize_default(name):
 @click.option("--visual-weights", default=None, help="Visual backbone weights file replacing the checkpoint's (same checksum).")
 @click.option("--audio-weights", default=None, help="VGGish weights file replacing the checkpoint's (same checksum).")
 @device_option(_localize_default("device"))
-@click.option("--map", type=click.Choice(list(MAPS)), default=None,
+@click.option("--map", type=click.Choice(list(MAP_CHOICES)), default=None,
               help="Which map to localize from [default: the checkpoint's].")
 @click.option("--batch-size", type=int, default=_localize_default("batch_size"), show_default=True,
               help="Frames per backbone batch.")
@@ -505,7 +505,7 @@ def _named_checkpoints(values) -> list[tuple[str | None, str]]:
               help="Frame-time matching in seconds (default: half a frame interval).")
 @click.option("--figure-videos", type=int, default=_evaluate_default("figure_videos"), show_default=True)
 @click.option("--figure-frames", type=int, default=_evaluate_default("figure_frames"), show_default=True)
-@click.option("--map", type=click.Choice(list(MAPS)), default=None,
+@click.option("--map", type=click.Choice(list(MAP_CHOICES)), default=None,
               help="A model's map to score [default: the checkpoint's].")
 @device_option(_evaluate_default("device"))
 @click.option("--extended", is_flag=True,

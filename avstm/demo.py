@@ -23,7 +23,7 @@ from avstm.evaluate.verdict import compare
 from avstm.extract.config import ExtractConfig
 from avstm.io import write_json
 from avstm.localize.config import LocalizeConfig
-from avstm.memnet.config import DEFAULT_ATTENTION_SCALE, DEFAULT_MAP, MAPS, TrainConfig
+from avstm.memnet.config import DEFAULT_ATTENTION_SCALE, DEFAULT_MAP, MAPS, TrainConfig, map_parts
 from avstm.synth.config import SynthConfig
 
 
@@ -53,8 +53,12 @@ class DemoConfig(PlainConfig):
     def departures(self) -> list[str]:
         """Where the training recipe departs from the paper's, one phrase each."""
         out = []
-        if self.map != "alpha_hat":
-            out.append(f"maps from {self.map} ({MAPS[self.map]}) instead of the paper's α̂")
+        base, refinement = map_parts(self.map)
+        if base != "alpha_hat":
+            out.append(f"maps from {base} ({MAPS[base]}) instead of the paper's α̂")
+        if refinement:
+            out.append(f"the map refined by +{refinement} (a random walk over the frame's feature "
+                       "affinity; README, \"Which map\")")
         if self.attention_scale != "none":
             out.append(f"Eq. 1's dot products scaled ({self.attention_scale}) before the softmax")
         if self.contrastive:

@@ -4,7 +4,7 @@ objective localize best, and does the memory help? Mean ± std over training see
 synth (benchmark-shaped objects) → extract (EfficientNet-Lite0 with its shipped ImageNet
 weights; VGGish trunk with random weights, since its AudioSet weights cannot be downloaded
 offline) → for each recipe, memory mode and seed: train → evaluate every map of the network
-(memnet.model.MAPS) on the test split → the model-free baselines on the same frames, normal and
+(memnet.model.MAPS) and the refined default and CAM (DEFAULT_MAPS) on the test split → the model-free baselines on the same frames, normal and
 hard videos apart. Every step resumes: re-running reuses what is on disk.
 
     python bench/quality.py --out /tmp/avstm-quality              # the defaults (README table)
@@ -33,7 +33,8 @@ from avstm.evaluate.annotations import read_ground_truth
 from avstm.evaluate.run import EvaluateConfig, evaluate
 from avstm.extract.config import ExtractConfig
 from avstm.extract.pipeline import extract
-from avstm.memnet.model import DEFAULT_MAP, MAPS
+from avstm.memnet.config import map_parts
+from avstm.memnet.model import DEFAULT_MAP, MAP_CHOICES, MAPS
 from avstm.memnet.train import TrainConfig, train
 from avstm.synth.config import SynthConfig
 from avstm.synth.generate import generate
@@ -55,6 +56,8 @@ RECIPES = {  # TrainConfig changes over the tool's defaults
 }
 ALL_MODES = ("paper", "sqrt-scale")  # recipes trained with every memory mode
 BASELINES = ("centre", "whole-image")
+# the maps evaluated unless --maps says: every map of the network, the default and the class maps refined
+DEFAULT_MAPS = (*MAPS, *dict.fromkeys((DEFAULT_MAP, "class_grad+affinity", "class_cam+affinity")))
 BINARISATIONS = ("value:0.5", "top:0.5", "median")
 # (column title, key in a flat summary, shown as a percentage)
 COLUMNS = (("succ value %", "success value:0.5", True), ("succ top50 %", "success top:0.5", True),
@@ -155,7 +158,7 @@ def main() -> None:
     ap.add_argument("--option-modes", nargs="+", default=["full"], choices=MODES)
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES,
                     help="memory modes of the recipes trained with every mode (a subset: a quicker first look)")
-    ap.add_argument("--maps", nargs="+", default=list(MAPS), choices=list(MAPS))
+    ap.add_argument("--maps", nargs="+", default=list(DEFAULT_MAPS), choices=list(MAP_CHOICES))
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-4)
@@ -218,7 +221,7 @@ def main() -> None:
                            "history": [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()],
                            "maps": {}}
                 for name in args.maps:
-                    if name == "class_cam" and not tcfg.visual_loss:
+                    if map_parts(name)[0] == "class_cam" and not tcfg.visual_loss:
                         continue  # the class activation map needs the visual head
                     if name not in rec["maps"]:
                         r = timed("evaluate", lambda: evaluate(truth, checkpoint=run / "best.pt", features=features,

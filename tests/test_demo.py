@@ -18,6 +18,7 @@ def test_demo_writes_metrics_figure_overlay_and_boxes(tmp_path):
     assert "centre prior" in result.output
     # the recipe's departures from the paper are said, and one verdict line stands by the table
     assert "scaled (sqrt) before the softmax" in result.output and "instead of the paper's α̂" in result.output
+    assert "the map refined by +affinity" in result.output
     verdict = [line for line in result.output.splitlines() if line.startswith("verdict: ")]
     assert len(verdict) == 1 and "pointing" in verdict[0] and "chance" in verdict[0]
     summary = json.loads((out / "demo.json").read_text())

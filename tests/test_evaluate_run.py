@@ -263,8 +263,9 @@ def test_ablation_table_lists_every_method_and_group(data):
 
 
 def test_map_choice_is_scored_and_named(data, model_run):
-    # the checkpoint's own map (memory_scores, the default) vs the paper's α̂ on request
-    assert model_run.metrics["method"]["map"] == "memory_scores"
+    # the checkpoint's own map (the default, memory_scores+affinity) vs the paper's α̂ on request
+    assert model_run.metrics["method"]["map"] == "memory_scores+affinity"
+    assert "random walk" in model_run.metrics["method"]["map_definition"]
     out = data.root / "eval-alpha"
     _run(["evaluate", "--checkpoint", data.ckpts["full"], "--features", data.cache, "--annotations",
           data.boxes, "--out", out, "--figure-videos", 0, "--map", "alpha_hat", "--device", "cpu", "--quiet"])

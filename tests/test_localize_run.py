@@ -448,8 +448,8 @@ def test_config_rejects_an_unknown_box_method():
 
 
 def test_map_choice_is_used_and_named(world):
-    """--map replaces the checkpoint's map: α̂ sums to 1 per frame, the default scores do not,
-    and boxes.json names the map in use."""
+    """--map replaces the checkpoint's map: α̂ sums to 1 per frame, the default refined scores
+    do not, and boxes.json names the map in use."""
     out = world["root"] / "out_alpha"
     r = CliRunner().invoke(cli, ["localize", "--video", str(world["clip"]["a"]), "--checkpoint",
                                  str(world["ckpt"]), "--out", str(out), "--device", "cpu", "--save-maps",
@@ -462,5 +462,8 @@ def test_map_choice_is_used_and_named(world):
     np.testing.assert_allclose(alpha.sum(axis=(1, 2)), 1.0, rtol=1e-5)
     default = localize(load_localize_model(world["ckpt"], config=LocalizeConfig(device="cpu")),
                        world["clip"]["a"], config=LocalizeConfig(device="cpu"), progress=False)
-    assert default.model["model_config"]["map"] == "memory_scores"
+    assert default.model["model_config"]["map"] == "memory_scores+affinity"  # the default
     assert not np.allclose(default.maps.sum(axis=(1, 2)), 1.0, rtol=1e-3)
+    # the refined map mixes two min-max normalised maps (the affinity walk's output): in [0, 1]
+    assert default.maps.min() >= 0.0 and default.maps.max() <= 1.0 + 1e-6
+    assert (default.maps.max(axis=(1, 2)) > 0.5).all()

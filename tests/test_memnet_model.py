@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from avstm.memnet.model import ATTENTION_SCALES, MAPS, ModelConfig, STMNet, spatial_attention
+from avstm.memnet.config import map_definition
+from avstm.memnet.model import (ATTENTION_SCALES, MAP_CHOICES, ModelConfig, STMNet, affinity_walk,
+                                spatial_attention)
 
 CV = 16
 
@@ -185,7 +187,7 @@ def test_seeded_golden_output():
         dtype=torch.float64), rtol=1e-6, atol=1e-9)
 
 
-@pytest.mark.parametrize("map_name", sorted(MAPS))
+@pytest.mark.parametrize("map_name", sorted(MAP_CHOICES))
 @pytest.mark.parametrize("scale", ATTENTION_SCALES)
 def test_every_map_streams_like_the_batched_forward(map_name, scale):
     model = make_model("full", k=2, map=map_name, attention_scale=scale, visual_head=True).double()
@@ -288,3 +290,68 @@ def test_a_config_saved_before_the_map_and_scale_existed_keeps_its_meaning():
     config = ModelConfig.from_dict(old)
     assert (config.attention_scale, config.map) == ("none", "alpha_hat")
     assert ModelConfig(visual_channels=CV, num_classes=5).attention_scale == "sqrt"  # today's default
+
+
+def _two_looks(seed: int = 0, c: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frame features (1, c, 8, 8) of an object (rows 2-4, columns 1-4) on a background that
+    looks half like it (cosine 0.5 between the two looks), with 5 % noise; and the object mask."""
+    g = torch.Generator().manual_seed(seed)
+    obj, other = torch.zeros(c), torch.zeros(c)
+    obj[0], other[0], other[1] = 1.0, 0.5, 0.75 ** 0.5
+    mask = torch.zeros(8, 8, dtype=torch.bool)
+    mask[2:5, 1:5] = True
+    f = torch.where(mask[None], obj[:, None, None], other[:, None, None])
+    f = (f + 0.05 * torch.randn(c, 8, 8, generator=g)).clamp_min(0)  # post-ReLU features
+    return f[None], mask
+
+
+def test_the_affinity_walk_spreads_a_peak_over_the_object_and_not_the_background():
+    features, mask = _two_looks()
+    spike = torch.zeros(1, 8, 8, dtype=torch.float64)
+    spike[0, 3, 2] = 1.0  # one cell of the object, as a peaked map gives
+    out = affinity_walk(spike, features)[0]
+    assert out.dtype == torch.float64
+    assert out.argmax() == 3 * 8 + 2  # the peak stays where it was
+    assert (out[mask] > 0.5).all()  # the whole object passes the paper's 0.5 cut
+    assert (out[~mask] < 0.1).all()  # the background that looks half like it does not
+    walked = affinity_walk(spike, features, keep=0.0)[0]  # the walk alone: mass spread evenly
+    assert walked[mask].min() > 0.9 and 0.0 < walked[3, 2] < 1.0 + 1e-12
+    # min-max normalised on both sides: any positive scale and shift of the map gives the same
+    torch.testing.assert_close(affinity_walk(spike * 2 + 1, features), out[None])
+    flat = torch.full((1, 8, 8), 3.0, dtype=torch.float64)
+    torch.testing.assert_close(affinity_walk(flat, features), torch.zeros_like(flat))
+
+
+def test_a_refined_map_is_the_walk_of_the_networks_own_map_over_the_raw_features():
+    model = make_model("full", map="memory_scores+affinity").double()
+    visual, audio = make_clip(2, 3)
+    refined = model(visual, audio).maps  # (2, 3, 8, 8)
+    base = model(visual, audio, map="memory_scores").maps
+    expected = affinity_walk(base.flatten(0, 1), visual.flatten(0, 1)).unflatten(0, (2, 3))
+    torch.testing.assert_close(refined, expected)
+    assert not torch.allclose(refined, base)
+    assert "random walk" in map_definition("memory_scores+affinity")
+    with pytest.raises(ValueError, match="unknown map 'memory_scores\\+blur'"):
+        model(visual, audio, map="memory_scores+blur")
+    with pytest.raises(ValueError, match="needs the visual head"):
+        model(visual, audio, map="class_cam+affinity")
+
+
+@pytest.mark.parametrize("memory", ["none", "full"])
+def test_class_grad_is_x_v_dotted_with_the_predicted_class_gradient_at_the_classifier(memory):
+    model = make_model(memory, map="class_grad").double()
+    visual, audio = make_clip(2, 3)
+    seen = []
+    hook = model.classifier.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    out = model(visual, audio)
+    hook.remove()
+    o = seen[0].detach().requires_grad_(True)  # O = [Σ x̂_av; φ(x̂_a)]: (B·T, 2C)
+    logits = model.classifier(o)
+    cls = logits[:, :-1].argmax(dim=-1)  # the predicted event class, background excluded
+    (grad,) = torch.autograd.grad(logits.gather(1, cls[:, None]).sum(), o, retain_graph=True)
+    expected = torch.einsum("nchw,nc->nhw", out.visual.flatten(0, 1), grad[:, :32])
+    torch.testing.assert_close(out.maps, expected.unflatten(0, (2, 3)))
+    # another class's gradient gives another map
+    other = torch.einsum("nchw,nc->nhw", out.visual.flatten(0, 1), torch.autograd.grad(
+        logits.gather(1, ((cls + 1) % 4)[:, None]).sum(), o)[0][:, :32])
+    assert not torch.allclose(out.maps, other.unflatten(0, (2, 3)))

@@ -39,7 +39,7 @@ class EvaluateConfig(PlainConfig):
     figure_videos: int = 4  # rows of the figure (0: no figure)
     figure_frames: int = 4  # annotated frames per video in the figure
     device: str = "auto"  # "auto" (cuda when present), "cpu", "cuda", ...
-    map: str | None = None  # a model's map (memnet.model.MAPS); None: the checkpoint's own
+    map: str | None = None  # a model's map (memnet.model.MAP_CHOICES); None: the checkpoint's own
 
     def __post_init__(self):
         if self.map is not None:

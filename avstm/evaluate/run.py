@@ -43,7 +43,7 @@ from avstm.evaluate.protocols import BINARISE, get_protocol
 from avstm.evaluate.report import Report, aggregate, format_method_table, format_report, summarize
 from avstm.io import write_json
 from avstm.localize.boxes import maps_to_boxes
-from avstm.memnet.model import MAPS
+from avstm.memnet.config import map_definition
 
 METRICS_FORMAT = "avstm-metrics/1"
 ABLATION_FORMAT = "avstm-ablation/1"
@@ -205,7 +205,7 @@ def evaluate(truth, *, checkpoint: str | os.PathLike | None = None,
             check_fit(info, cache, checkpoint)
             mem = info.model_config.memory
             method = {"kind": "model", "name": MEMORY_NAMES.get(mem, mem), "memory": mem,
-                      "map": info.model_config.map, "map_definition": MAPS[info.model_config.map],
+                      "map": info.model_config.map, "map_definition": map_definition(info.model_config.map),
                       "checkpoint": str(checkpoint), "epoch": info.epoch,
                       "model_config": info.model_config.to_dict()}
             source = lambda vid: model_video(model, cache, vid, device)  # noqa: E731

@@ -29,7 +29,7 @@ class LocalizeConfig(PlainConfig):
     # they must have the checksum recorded in the checkpoint.
     visual_weights: str | None = None
     audio_weights: str | None = None
-    map: str | None = None  # which map (memnet.model.MAPS); None: the checkpoint's own
+    map: str | None = None  # which map (memnet.model.MAP_CHOICES); None: the checkpoint's own
 
     def __post_init__(self):
         if self.map is not None:

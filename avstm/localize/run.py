@@ -168,8 +168,9 @@ class LocalizedFrame:
 class LocalizeResult:
     """What ``localize`` found in one video.
 
-    maps: (N, 8, 8) float32, the map named by the model config's ``map`` (memnet.model.MAPS: α̂, or
-    the scores of an attention; consumers min-max normalise it); probabilities:
+    maps: (N, 8, 8) float32, the map named by the model config's ``map`` (memnet.model.MAP_CHOICES:
+    α̂, the scores of an attention, a class map, or one refined to [0, 1]; consumers min-max
+    normalise it); probabilities:
     (N, K + 1) float32 event class probabilities, background last. ``width``/``height``: the
     frame size the boxes are in (the upright source frames; the cache's frame size when a
     cached video's source is missing). ``timings``: seconds per stage (TIMING_KEYS).

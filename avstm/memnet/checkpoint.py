@@ -111,7 +111,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
     """Rebuild the trained network from a checkpoint alone, in eval mode on ``device``.
 
     The model takes raw cached features (its normalisation buffers come with it). ``map``
-    (one of ``model.MAPS``) replaces the map the checkpoint was saved to give (None: keep it);
+    (one of ``model.MAP_CHOICES``) replaces the map the checkpoint was saved to give (None: keep it);
     the returned info's model config names the map in use.
     """
     ckpt = read_checkpoint(path, device=device)

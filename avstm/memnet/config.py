@@ -23,8 +23,12 @@ MAPS = {
     "memory_scores": "the scores of the memory layer's cross-modal attention, x̂_v(i,j)·φ(x̂_a)",
     "class_cam": "the class activation map of the visual head: w_c·x̂_v(i,j) for the predicted "
                  "event class c (needs a visual head, TrainConfig.visual_loss > 0)",
+    "class_grad": "x̂_v(i,j)·g_c, g_c the gradient of the predicted event class's logit with "
+                  "respect to the classifier's visual input Σ_ij x̂_av (Grad-CAM's channel "
+                  "weights, Selvaraju et al. 2017, without its ReLU): where the cells look like "
+                  "what the classifier takes for the event",
 }
-DEFAULT_MAP = "memory_scores"  # the best of MAPS on the seeded quality benchmark (README)
+DEFAULT_MAP = "memory_scores+affinity"  # the best of MAP_CHOICES on the seeded quality benchmark (README)
 # How Eq. 1's dot products are scaled before the softmax (the paper writes none and leaves the
 # sharpness to the features' scale): "none" as written; "sqrt" divides by √C like scaled
 # dot-product attention (the default: the best on the seeded quality benchmark, README);
@@ -32,13 +36,49 @@ DEFAULT_MAP = "memory_scores"  # the best of MAPS on the seeded quality benchmar
 ATTENTION_SCALES = ("none", "sqrt", "learned")
 
 
+# What a map can be refined by after the network gives it, written "MAP+REFINEMENT" (e.g.
+# "memory_scores+affinity"). Each is a function of the map and the step's own cached frame
+# features; no weights are learned.
+REFINEMENTS = {
+    "affinity": "a random walk over the frame's feature affinity, T(p,q) ∝ max(0, cos(f_p, "
+                "f_q))^{power} between the cached backbone features f of every two positions: "
+                "{keep} × the min-max normalised map plus {walk} × its min-max normalised T^{steps}·map, "
+                "so the peak spreads over the cells that look like it (the object) and stays "
+                "where it was",
+}
+AFFINITY_POWER = 8  # sharpness of the affinity     (the three chosen on the 16×16 benchmark,
+AFFINITY_STEPS = 4  # random-walk steps              README "Which map")
+AFFINITY_KEEP = 0.3  # share of the map itself in the refined map
+# Every name a map option takes: each of MAPS alone and with each refinement
+MAP_CHOICES = tuple(MAPS) + tuple(f"{m}+{r}" for m in MAPS for r in REFINEMENTS)
+
+
+def map_parts(name: str) -> tuple[str, str | None]:
+    """"memory_scores+affinity" → ("memory_scores", "affinity"); "alpha_hat" → ("alpha_hat",
+    None). No check (``check_map`` checks)."""
+    base, _, refinement = name.partition("+")
+    return base, refinement or None
+
+
+def map_definition(name: str) -> str:
+    """The words that define map ``name`` (one of MAP_CHOICES), as metrics.json records them."""
+    base, refinement = map_parts(check_map(name))
+    words = MAPS[base]
+    if refinement:
+        words += "; refined by " + REFINEMENTS[refinement].format(
+            power=AFFINITY_POWER, steps=AFFINITY_STEPS, keep=AFFINITY_KEEP, walk=round(1 - AFFINITY_KEEP, 6))
+    return words
+
+
 def check_map(name: str, *, visual_head: bool = True) -> str:
-    """``name`` if it is one of MAPS that a network with(out) a visual head can give, else
-    ValueError naming the valid ones."""
-    if name not in MAPS:
-        raise ValueError(f"unknown map {name!r}; valid: {', '.join(MAPS)}")
-    if name == "class_cam" and not visual_head:
-        raise ValueError("map class_cam needs the visual head (train with visual_loss > 0)")
+    """``name`` if it is one of MAP_CHOICES that a network with(out) a visual head can give,
+    else ValueError naming the valid ones."""
+    base, refinement = map_parts(name)
+    if base not in MAPS or (refinement is not None and refinement not in REFINEMENTS):
+        raise ValueError(f"unknown map {name!r}; valid: {', '.join(MAPS)}, each optionally "
+                         f"followed by +{' or +'.join(REFINEMENTS)}")
+    if base == "class_cam" and not visual_head:
+        raise ValueError(f"map {name} needs the visual head (train with visual_loss > 0)")
     return name
 DEFAULT_ATTENTION_SCALE = "sqrt"
 # What the visual head (TrainConfig.visual_loss > 0) classifies; its class activation map
@@ -70,7 +110,7 @@ class ModelConfig(PlainConfig):
     heads: int = 1  # L in Eq. 2; the weights of the heads are averaged
     hidden: int = 256  # MLP classifier hidden size
     dropout: float = 0.1  # before the classifier's last layer
-    map: str = DEFAULT_MAP  # which of MAPS ``maps`` returns (localize, evaluate, maps files)
+    map: str = DEFAULT_MAP  # which of MAP_CHOICES ``maps`` returns (localize, evaluate, maps files)
     attention_scale: str = DEFAULT_ATTENTION_SCALE  # one of ATTENTION_SCALES, on both spatial attentions
     # An extra linear head classifying the visual half alone (for TrainConfig.visual_loss),
     # pooled as VISUAL_POOLS[visual_pool] says

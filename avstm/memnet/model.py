@@ -29,8 +29,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from avstm.memnet.config import (ATTENTION_SCALES, DEFAULT_ATTENTION_SCALE, DEFAULT_MAP, MAPS,  # noqa: F401
-                                 MEMORY_MODES, ModelConfig, check_map)
+from avstm.memnet.config import (AFFINITY_KEEP, AFFINITY_POWER, AFFINITY_STEPS, ATTENTION_SCALES,  # noqa: F401
+                                 DEFAULT_ATTENTION_SCALE, DEFAULT_MAP, MAP_CHOICES, MAPS,
+                                 MEMORY_MODES, ModelConfig, check_map, map_parts)
 
 
 @dataclass
@@ -100,6 +101,44 @@ def spatial_attention(x_v: Tensor, x_a: Tensor, scale: Tensor | float = 1.0) -> 
     scores = torch.einsum("nchw,nc->nhw", x_v, query)  # (N, H, W)
     alpha = (scores.reshape(n, h * w) * scale).softmax(dim=-1).reshape(n, h, w)  # (N, H, W)
     return Attended(scores=scores, alpha=alpha, x_av=x_v * alpha.unsqueeze(1))
+
+
+def _minmax(m: Tensor) -> Tensor:
+    """(N, P) → each row min-max normalised to [0, 1]; a flat row → 0."""
+    lo, hi = m.amin(dim=1, keepdim=True), m.amax(dim=1, keepdim=True)
+    span = hi - lo
+    return torch.where(span > 0, (m - lo) / torch.where(span > 0, span, 1), 0)
+
+
+def affinity_walk(maps: Tensor, features: Tensor, *, power: float = AFFINITY_POWER,
+                  steps: int = AFFINITY_STEPS, keep: float = AFFINITY_KEEP) -> Tensor:
+    """The ``affinity`` refinement (memnet.config.REFINEMENTS).
+
+    maps: (N, H, W) any real map; features: (N, C, H, W) the step's frame features (the
+    cache's, before the network). With m the min-max normalised map and T(p, q) =
+    max(0, cos(f_p, f_q))^power normalised over q, the result is keep·m + (1 − keep)·w, w the
+    min-max normalised T^steps·m: the walk spreads the map's peak over the cells that look like
+    it, and the kept share holds the peak where it was. Returns (N, H, W) in [0, 1] (a flat map:
+    0), in ``maps``' dtype; the same for any positive scale and shift of ``maps``.
+    """
+    n, h, w = maps.shape
+    dtype = torch.promote_types(maps.dtype, torch.float32)  # float32 at least (bf16 autocast)
+    f = nn.functional.normalize(features.flatten(2).to(dtype), dim=1)  # (N, C, HW)
+    affinity = torch.einsum("ncp,ncq->npq", f, f).clamp_min(0).pow(power)  # (N, HW, HW)
+    walk = affinity / affinity.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    m = _minmax(maps.reshape(n, h * w).to(dtype))  # (N, HW)
+    x = m.unsqueeze(-1)
+    for _ in range(steps):
+        x = walk @ x
+    out = keep * m + (1 - keep) * _minmax(x.squeeze(-1))
+    return out.reshape(n, h, w).to(maps.dtype)
+
+
+def refine_map(maps: Tensor, features: Tensor, map_name: str) -> Tensor:
+    """``maps`` (N, H, W) refined as ``map_name`` (one of MAP_CHOICES) says; features (N, C_v,
+    H, W) the raw frame features of the same steps."""
+    refinement = map_parts(map_name)[1]
+    return maps if refinement is None else affinity_walk(maps, features)
 
 
 class TemporalAttention(nn.Module):
@@ -221,10 +260,13 @@ class STMNet(nn.Module):
         if self.visual_classifier is not None:  # VISUAL_POOLS
             pooled_v = x_v.mean(dim=(2, 3)) if self.config.visual_pool == "mean" else pooled_av  # (N, C)
             visual_logits = self.visual_classifier(pooled_v)
+        map_name = map_parts(map_name)[0]  # the refinement comes after (refine_map)
         if map_name == "class_cam":
             cls = logits[:, :-1].argmax(dim=-1)  # predicted event class, background excluded: (N,)
             weight = self.visual_classifier.weight[cls]  # w_c: (N, C)
             maps = torch.einsum("nchw,nc->nhw", x_v, weight.to(x_v.dtype))  # (N, 8, 8)
+        elif map_name == "class_grad":
+            maps = torch.einsum("nchw,nc->nhw", x_v, self._class_gradient(pooled_av, query, logits))
         elif map_name == "memory_scores":
             maps = memory.scores
         elif map_name == "memory_alpha":
@@ -233,6 +275,16 @@ class STMNet(nn.Module):
             final = spatial_attention(x_av, x_a, self.log_scale[1].exp())
             maps = final.alpha if map_name == "alpha_hat" else final.scores
         return maps, logits, visual_logits
+
+    def _class_gradient(self, pooled_av: Tensor, query: Tensor, logits: Tensor) -> Tensor:
+        """∂ logit_c / ∂ pooled_av for the predicted event class c of each row (background
+        excluded), in closed form through the MLP (eval mode: dropout is the identity).
+        pooled_av, query (N, C), logits (N, num_classes) → (N, C)."""
+        first, last = self.classifier[0], self.classifier[-1]
+        hidden = first(torch.cat([pooled_av, query], dim=1))  # (N, hidden), before the ReLU
+        cls = logits[:, :-1].argmax(dim=-1)  # (N,)
+        upstream = (hidden > 0).to(hidden.dtype) * last.weight[cls].to(hidden.dtype)  # (N, hidden)
+        return upstream @ first.weight[:, : pooled_av.shape[1]].to(hidden.dtype)  # (N, C)
 
     def forward(self, visual: Tensor, audio: Tensor, *, map: str | None = None) -> STMOutput:
         """Run a clip at once with a causal memory window.
@@ -256,6 +308,7 @@ class STMNet(nn.Module):
             x_av = self.temporal_av(x_av.unflatten(0, (b, t)), k).flatten(0, 1)
         maps, logits, visual_logits = self._head(x_a.flatten(0, 1), x_v.flatten(0, 1), x_av, memory,
                                                  map_name)
+        maps = refine_map(maps, visual.flatten(0, 1), map_name)
         return STMOutput(maps=maps.unflatten(0, (b, t)), logits=logits.unflatten(0, (b, t)),
                          visual_logits=None if visual_logits is None else visual_logits.unflatten(0, (b, t)),
                          visual=x_v, audio_query=x_a.mean(dim=(3, 4)))
@@ -293,6 +346,7 @@ class STMNet(nn.Module):
         x_av = memory.x_av
         x_av_hat = self.temporal_av.step(x_av, state.av, valid) if mode == "full" else x_av
         maps, logits, _ = self._head(x_a_hat, x_v_hat, x_av_hat, memory, map_name)
+        maps = refine_map(maps, visual, map_name)
         if state.steps == 0:  # allocate the ring buffers at the maps' own sizes
             state.audio = x_a.new_zeros(x_a.shape[0], k, *x_a.shape[1:])
             state.visual = x_v.new_zeros(x_v.shape[0], k, *x_v.shape[1:])

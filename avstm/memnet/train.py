@@ -34,7 +34,8 @@ from avstm.errors import CacheError, CheckpointError, ConfigMismatch
 from avstm.io import check_writable, remove_stale_temporaries, write_json, write_text
 from avstm.memnet import data
 from avstm.memnet.checkpoint import read_checkpoint, save_checkpoint
-from avstm.memnet.config import IN_MEMORY_CHOICES, RUNTIME_FIELDS, ModelConfig, TrainConfig  # noqa: F401
+from avstm.memnet.config import (IN_MEMORY_CHOICES, RUNTIME_FIELDS, ModelConfig, TrainConfig,  # noqa: F401
+                                 map_parts)
 from avstm.memnet.model import STMNet
 from avstm.memnet.objective import training_loss
 
@@ -83,6 +84,12 @@ def _check_resume(ckpt: dict, cache_path, cache_cfg: dict, classes: list[str], c
         raise ConfigMismatch(f"{path}: resumed with other training options ({what})")
 
 
+def unrefined(config: ModelConfig) -> str:
+    """The map the network computes while it trains and validates: its own map without a
+    refinement (no loss reads the maps; a refinement only costs time there)."""
+    return map_parts(config.map)[0]
+
+
 def _autocast(device: torch.device, amp: bool):
     return torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
 
@@ -96,7 +103,7 @@ def _validate(model: STMNet, loader: DataLoader, device: torch.device, amp: bool
     for batch in loader:  # videos of one length: (B, S·T, ...)
         visual, audio, targets, label = data.model_batch(batch, device)
         with _autocast(device, amp):
-            logits = model(visual, audio).logits.float()  # (B, S·T, classes)
+            logits = model(visual, audio, map=unrefined(model.config)).logits.float()  # (B, S·T, classes)
         flat = logits.flatten(0, 1)
         sums[0] += F.cross_entropy(flat, targets.flatten(), reduction="sum").item()
         sums[1] += (flat.argmax(-1) == targets.flatten()).sum().item()
@@ -263,7 +270,8 @@ def _train(cache_path, out, config, resume, progress, on_epoch, d: Distributed, 
             visual, audio, targets = data.model_batch(batch, device)
             wait += time.perf_counter() - t0
             with _autocast(device, config.amp):
-                loss, logits = training_loss(net(visual, audio), targets, visual_loss=config.visual_loss,
+                output = net(visual, audio, map=unrefined(model.config))
+                loss, logits = training_loss(output, targets, visual_loss=config.visual_loss,
                                              contrastive=config.contrastive)  # logits (B·T, classes)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
