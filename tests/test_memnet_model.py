@@ -322,6 +322,18 @@ def test_the_affinity_walk_spreads_a_peak_over_the_object_and_not_the_background
     torch.testing.assert_close(affinity_walk(flat, features), torch.zeros_like(flat))
 
 
+def test_the_affinity_walk_of_a_long_video_goes_in_slices_with_the_same_result(monkeypatch):
+    import avstm.memnet.model as model_module
+
+    g = torch.Generator().manual_seed(3)
+    maps = torch.randn(7, 8, 8, generator=g, dtype=torch.float64)
+    features = torch.rand(7, 24, 8, 8, generator=g, dtype=torch.float64)
+    whole = affinity_walk(maps, features)
+    monkeypatch.setattr(model_module, "AFFINITY_CHUNK", 3 * 64 * 64)  # 3 frames a slice
+    torch.testing.assert_close(affinity_walk(maps, features), whole)
+    assert not torch.allclose(whole[1:], affinity_walk(maps[:-1], features[1:]))  # frames are matched
+
+
 def test_a_refined_map_is_the_walk_of_the_networks_own_map_over_the_raw_features():
     model = make_model("full", map="memory_scores+affinity").double()
     visual, audio = make_clip(2, 3)

@@ -103,6 +103,9 @@ def spatial_attention(x_v: Tensor, x_a: Tensor, scale: Tensor | float = 1.0) -> 
     return Attended(scores=scores, alpha=alpha, x_av=x_v * alpha.unsqueeze(1))
 
 
+AFFINITY_CHUNK = 2 ** 24  # affinity entries held at once (64 MB in float32): long videos in slices
+
+
 def _minmax(m: Tensor) -> Tensor:
     """(N, P) → each row min-max normalised to [0, 1]; a flat row → 0."""
     lo, hi = m.amin(dim=1, keepdim=True), m.amax(dim=1, keepdim=True)
@@ -123,14 +126,18 @@ def affinity_walk(maps: Tensor, features: Tensor, *, power: float = AFFINITY_POW
     """
     n, h, w = maps.shape
     dtype = torch.promote_types(maps.dtype, torch.float32)  # float32 at least (bf16 autocast)
-    f = nn.functional.normalize(features.flatten(2).to(dtype), dim=1)  # (N, C, HW)
-    affinity = torch.einsum("ncp,ncq->npq", f, f).clamp_min(0).pow(power)  # (N, HW, HW)
-    walk = affinity / affinity.sum(dim=-1, keepdim=True).clamp_min(1e-12)
     m = _minmax(maps.reshape(n, h * w).to(dtype))  # (N, HW)
-    x = m.unsqueeze(-1)
-    for _ in range(steps):
-        x = walk @ x
-    out = keep * m + (1 - keep) * _minmax(x.squeeze(-1))
+    walked = torch.empty_like(m)
+    chunk = max(1, AFFINITY_CHUNK // (h * w) ** 2)  # frames whose (HW, HW) affinities are held at once
+    for i in range(0, n, chunk):
+        f = nn.functional.normalize(features[i:i + chunk].flatten(2).to(dtype), dim=1)  # (n', C, HW)
+        affinity = torch.einsum("ncp,ncq->npq", f, f).clamp_min(0).pow(power)  # (n', HW, HW)
+        walk = affinity / affinity.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+        x = m[i:i + chunk].unsqueeze(-1)
+        for _ in range(steps):
+            x = walk @ x
+        walked[i:i + chunk] = x.squeeze(-1)
+    out = keep * m + (1 - keep) * _minmax(walked)
     return out.reshape(n, h, w).to(maps.dtype)
 
 
