@@ -14,7 +14,8 @@ Recipes (RECIPES): ``paper`` is the paper's literal recipe (its objective, Eq. 1
 ``sqrt-scale`` the tool's default (the same objective, Eq. 1's dot products scaled by 1/√C);
 both run with every memory mode. The others each add one option from the field (objective.py)
 and run with ``--option-modes`` (C+U by default).
-Writes DIR/quality.json (every number per seed, and the means) and prints the tables.
+Writes DIR/quality.json (every number per seed, the runs of earlier invocations on DIR kept) and
+prints the tables.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from avstm.evaluate.annotations import read_ground_truth
 from avstm.evaluate.run import EvaluateConfig, evaluate
 from avstm.extract.config import ExtractConfig
 from avstm.extract.pipeline import extract
+from avstm.io import write_json
 from avstm.memnet.config import map_parts
 from avstm.memnet.model import DEFAULT_MAP, MAP_CHOICES, MAPS
 from avstm.memnet.train import TrainConfig, train
@@ -270,7 +272,9 @@ def main() -> None:
     summary = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                "synth_config": synth.to_dict(), "seconds": seconds, "tables": text, **results}
     path = out / "quality.json"
-    path.write_text(json.dumps(summary, indent=1) + "\n")
+    if path.exists():  # keep the runs an earlier invocation on DIR recorded (other --recipes, --modes)
+        summary["runs"] = {**json.loads(path.read_text()).get("runs", {}), **results["runs"]}
+    write_json(path, summary)
     print(f"\n[quality] wrote {path}; seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()))
 
 
