@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from avstm.maps import is_flat
 from avstm.memnet.config import map_definition
 from avstm.memnet.model import (ATTENTION_SCALES, MAP_CHOICES, ModelConfig, STMNet, affinity_walk,
                                 spatial_attention)
@@ -320,6 +321,10 @@ def test_the_affinity_walk_spreads_a_peak_over_the_object_and_not_the_background
     torch.testing.assert_close(affinity_walk(spike * 2 + 1, features), out[None])
     flat = torch.full((1, 8, 8), 3.0, dtype=torch.float64)
     torch.testing.assert_close(affinity_walk(flat, features), torch.zeros_like(flat))
+    # flat by the project's one rule (avstm.maps.is_flat): no location is made up from rounding
+    nearly = flat + 1e-10 * spike
+    assert is_flat(nearly.numpy()).all()
+    torch.testing.assert_close(affinity_walk(nearly, features), torch.zeros_like(flat))
 
 
 def test_the_affinity_walk_of_a_long_video_goes_in_slices_with_the_same_result(monkeypatch):

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from avstm.maps import FLAT_RTOL
 from avstm.memnet.config import (AFFINITY_KEEP, AFFINITY_POWER, AFFINITY_STEPS, ATTENTION_SCALES,  # noqa: F401
                                  DEFAULT_ATTENTION_SCALE, DEFAULT_MAP, MAP_CHOICES, MAPS,
                                  MEMORY_MODES, ModelConfig, check_map, map_parts)
@@ -107,10 +108,12 @@ AFFINITY_CHUNK = 2 ** 24  # affinity entries held at once (64 MB in float32): lo
 
 
 def _minmax(m: Tensor) -> Tensor:
-    """(N, P) → each row min-max normalised to [0, 1]; a flat row → 0."""
+    """(N, P) → each row min-max normalised to [0, 1]; a flat row (``avstm.maps.is_flat``'s
+    rule: range ≤ FLAT_RTOL of the magnitude) → 0."""
     lo, hi = m.amin(dim=1, keepdim=True), m.amax(dim=1, keepdim=True)
     span = hi - lo
-    return torch.where(span > 0, (m - lo) / torch.where(span > 0, span, 1), 0)
+    varied = span > FLAT_RTOL * torch.maximum(hi.abs(), lo.abs())
+    return torch.where(varied, (m - lo) / torch.where(varied, span, 1), 0)
 
 
 def affinity_walk(maps: Tensor, features: Tensor, *, power: float = AFFINITY_POWER,
