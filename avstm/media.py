@@ -252,7 +252,7 @@ class _FrameSelector:
     def _rgb(self, frame, size: tuple[int, int] | None) -> np.ndarray:
         """One frame as upright RGB, at ``size`` (width, height) by FFmpeg's bilinear scaler
         (the one rule both extraction and localize use), or native."""
-        rot = int(getattr(frame, "rotation", 0) or 0) % 360
+        rot = _rotation(frame)
         self.rotation = rot
         if size is not None and rot in (90, 270):
             size = (size[1], size[0])
@@ -270,7 +270,7 @@ class _FrameSelector:
         if self._prev_rgb is not None and self._prev_rgb[0] is frame:
             return self._prev_rgb[1]
         if self.size is False:  # only the upright shape (iter_frames(native=False))
-            rot = int(getattr(frame, "rotation", 0) or 0) % 360
+            rot = _rotation(frame)
             self.rotation = rot
             rgb = (frame.width, frame.height) if rot in (90, 270) else (frame.height, frame.width)
         else:
@@ -301,6 +301,11 @@ class _FrameSelector:
                 break
             yield tj, self._convert(self.prev[1])
             self.j += 1
+
+
+def _rotation(frame) -> int:
+    """A decoded frame's display rotation in degrees counter-clockwise, in [0, 360)."""
+    return int(getattr(frame, "rotation", 0) or 0) % 360
 
 
 def _frame_time(frame, origin: float) -> float | None:
@@ -517,13 +522,18 @@ def iter_frames(path: str | os.PathLike, *, fps: int = 4, size: tuple[int, int] 
     yield from settled(rest, seconds)
 
 
+def _plain_i420(frame) -> bool:
+    """Whether a decoded frame's own planes are already its upright, even-sized I420 image."""
+    return (frame.format.name == "yuv420p" and not _rotation(frame)
+            and frame.width % 2 == 0 and frame.height % 2 == 0)
+
+
 def i420(frame) -> np.ndarray:
     """A decoded frame, upright, as one (3·H/2, W) uint8 I420 array (the Y plane, then U and
     V at half size; H and W even, an odd size padded by repeating its last row or column):
     the frame's own planes copied when it is plain 4:2:0 without rotation, else converted by
     FFmpeg to RGB and by cv2 (BT.601 limited range, as swscale) to I420."""
-    if (frame.format.name == "yuv420p" and not int(getattr(frame, "rotation", 0) or 0)
-            and frame.width % 2 == 0 and frame.height % 2 == 0):
+    if _plain_i420(frame):
         return frame.to_ndarray()
     rgb = _FrameSelector(None, 1, None)._convert(frame)
     h, w = rgb.shape[:2]
@@ -542,8 +552,7 @@ def i420_frame(frame) -> "av.VideoFrame":
     """A new yuv420p ``av.VideoFrame`` of a decoded frame, upright and of even size, to draw
     on and encode: the decoded planes copied once when it is plain 4:2:0 without rotation
     (the decoder keeps its own), else made by ``i420``."""
-    if (frame.format.name == "yuv420p" and not int(getattr(frame, "rotation", 0) or 0)
-            and frame.width % 2 == 0 and frame.height % 2 == 0):
+    if _plain_i420(frame):
         out = av.VideoFrame(frame.width, frame.height, "yuv420p")
         for a, b in zip(out.planes, frame.planes):
             np.copyto(plane_view(a), plane_view(b))
