@@ -163,12 +163,21 @@ class HeatLayer:
     parts: tuple[tuple[np.ndarray, np.ndarray], ...]
 
 
+def _opacity(crop: np.ndarray, alpha: float) -> np.ndarray:
+    """(h, w) normalised map → (h, w) float32 opacity: 0 up to HEAT_FLOOR, rising to ``alpha``
+    at the peak."""
+    return np.clip((crop - HEAT_FLOOR) * (alpha / (1.0 - HEAT_FLOOR)), 0.0, alpha).astype(np.float32)
+
+
+def _levels(crop: np.ndarray) -> np.ndarray:
+    """(h, w) normalised map → (h, w) uint8 colormap levels."""
+    return np.round(crop * 255).astype(np.uint8)
+
+
 def _heat(crop: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     """(h, w) normalised map → opacity (h, w) float32 and colour (h, w, 3) float32 RGB."""
-    opacity = np.clip((crop - HEAT_FLOOR) * (alpha / (1.0 - HEAT_FLOOR)), 0.0, alpha)
-    colour = cv2.cvtColor(cv2.applyColorMap(np.round(crop * 255).astype(np.uint8),
-                                            cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-    return opacity.astype(np.float32), colour.astype(np.float32)
+    colour = cv2.cvtColor(cv2.applyColorMap(_levels(crop), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    return _opacity(crop, alpha), colour.astype(np.float32)
 
 
 def _hot_box(up: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -212,8 +221,8 @@ def heat_layer(amap: np.ndarray, size: tuple[int, int], *, alpha: float = HEAT_A
         return None
     r0, r1, c0, c1 = box
     crop = up[r0:r1, c0:c1]
-    opacity = np.clip((crop - HEAT_FLOOR) * (alpha / (1.0 - HEAT_FLOOR)), 0.0, alpha)
-    index = np.round(crop * 255).astype(np.uint8)
+    opacity = _opacity(crop, alpha)
+    index = _levels(crop)
     yuv = cv2.LUT(cv2.merge([index] * 3), _jet_yuv())  # (h/2, w/2, 3) uint8 colours
     heat = _u8(yuv * opacity[..., None])
     keep = _u8(255.0 * (1.0 - opacity))
