@@ -35,7 +35,7 @@ from avstm.evaluate.run import EvaluateConfig, evaluate
 from avstm.extract.config import ExtractConfig
 from avstm.extract.pipeline import extract
 from avstm.io import write_json
-from avstm.memnet.config import map_parts
+from avstm.memnet.config import check_map
 from avstm.memnet.model import DEFAULT_MAP, MAP_CHOICES, MAPS
 from avstm.memnet.train import TrainConfig, train
 from avstm.synth.config import SynthConfig
@@ -223,8 +223,10 @@ def main() -> None:
                            "history": [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()],
                            "maps": {}}
                 for name in args.maps:
-                    if map_parts(name)[0] == "class_cam" and not tcfg.visual_loss:
-                        continue  # the class activation map needs the visual head
+                    try:  # a map this network cannot give (class_cam needs the visual head)
+                        check_map(name, visual_head=tcfg.visual_loss > 0)
+                    except ValueError:
+                        continue
                     if name not in rec["maps"]:
                         r = timed("evaluate", lambda: evaluate(truth, checkpoint=run / "best.pt", features=features,
                                                                config=base_cfg.replace(map=name), progress=False))
@@ -232,10 +234,11 @@ def main() -> None:
                 done.write_text(json.dumps(rec, indent=1) + "\n")
                 results["runs"][f"{recipe}/{mode}/seed{seed}"] = rec
                 last = rec["history"][-1]
+                shown = next((m for m in (DEFAULT_MAP, *args.maps) if m in rec["maps"]), None)
                 print(f"[quality] {recipe} {MODE_NAMES[mode]} seed {seed}: val_acc "
                       f"{max(h.get('val_acc', 0) for h in rec['history']):.3f} (best), train_acc "
-                      f"{last['train_acc']:.3f}; {DEFAULT_MAP} success@0.5 "
-                      f"{rec['maps'].get(DEFAULT_MAP, rec['maps'][args.maps[0]])['all']['success value:0.5']:.3f}",
+                      f"{last['train_acc']:.3f}" + ("" if shown is None else
+                      f"; {shown} success@0.5 {rec['maps'][shown]['all']['success value:0.5']:.3f}"),
                       flush=True)
 
     def runs(recipe, mode, map_name):
